@@ -1,0 +1,274 @@
+"""Typed configuration: defaults live here, YAML files and `--set key.sub=value` overrides only change them.
+
+An unknown or ill-typed key is a `ConfigError` that names the key and the file, and suggests the closest key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from forecaster.errors import ConfigError
+
+Cell = Literal["rnn", "lstm", "gru", "peephole_lstm"]
+Strategy = Literal["direct", "recursive", "seq2seq"]
+BASELINES = ("naive", "seasonal_naive", "linear")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: str = "data/demo.csv"
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    delimiter: str = ","
+    timestamp: str = "timestamp"
+    target: str | list[str] = "value"
+    series_id: str | None = None
+    covariates: list[str] = Field(default_factory=list)
+    future_covariates: list[str] = Field(default_factory=list)
+    calendar: list[Literal["hour", "weekday", "month", "dayofyear"]] = Field(default_factory=list)
+    freq: str | None = None
+    missing: Literal["error", "interpolate", "ffill", "zero", "drop_series"] = "error"
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+
+class WindowConfig(_Section):
+    lookback: int = Field(96, ge=1)
+    horizon: int = Field(24, ge=1)
+    stride: int = Field(1, ge=1)
+
+
+class SplitConfig(_Section):
+    """Chronological borders per series. `*_end` (a row count or a timestamp) wins over the fractions."""
+
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    train_end: int | str | None = None
+    val_end: int | str | None = None
+    test_end: int | str | None = None
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_rows(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must leave rows for training (sum below 1)")
+        return self
+
+
+class ModelConfig(_Section):
+    cell: Cell = "lstm"
+    strategy: Strategy = "direct"
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    bidirectional: bool = False
+    attention: bool = False
+    teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)
+    teacher_forcing_decay: float = Field(0.0, ge=0.0, le=1.0)
+    channel_independent: bool = True
+    revin: bool = True
+    loss: Literal["mse", "mae", "huber", "quantile"] = "mse"
+    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    season_length: int | None = Field(None, ge=1)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles_in_unit_interval(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0.0 < q < 1.0 for q in value):
+            raise ValueError("quantiles must be a non-empty list of numbers strictly between 0 and 1")
+        return sorted(value)
+
+
+class TrainConfig(_Section):
+    max_epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_schedule: Literal["plateau", "cosine", "none"] = "plateau"
+    gradient_clip_val: float | None = Field(1.0, gt=0.0)
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    patience: int = Field(5, ge=0)
+    seed: int = 42
+    limit_train_batches: int | float | None = None
+    num_workers: int = Field(0, ge=0)
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str = "32-true"
+    progress: bool = True
+
+
+class TrackingConfig(_Section):
+    uri: str | None = None
+    experiment: str = "forecaster"
+    state_dir: str = ".forecaster"
+
+
+class RegistryConfig(_Section):
+    name: str = "forecaster"
+    alias: str = "champion"
+
+
+class CompareConfig(_Section):
+    models: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: ["rnn", "lstm", "gru", "naive", "seasonal_naive", "linear"]
+    )
+    metric: Literal["mse", "mae", "mae_original", "rmse_original", "smape", "mase"] = "mse"
+    backtest_folds: int = Field(0, ge=0)
+    backtest_step: int | None = Field(None, ge=1)
+    register_winner: bool = True
+
+
+class PredictConfig(_Section):
+    model: str | None = None
+    data: str | None = None
+    output: str = "outputs"
+    format: Literal["csv", "parquet"] = "csv"
+    engine: Literal["pandas", "spark"] = "pandas"
+    batch_size: int = Field(1024, ge=1)
+    skip_bad_series: bool = False
+    overwrite: bool = False
+
+
+class ScheduleConfig(_Section):
+    cron: str = "0 * * * *"
+    timezone: str = "UTC"
+    retrain: bool = False
+    misfire_grace_s: int = Field(3600, ge=1)
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to scalar values, as logged to MLflow: {"model.cell": "lstm", ...}."""
+        return flatten(self.to_dict())
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted-key overrides applied and validated again."""
+        return build_config(merge(self.to_dict(), unflatten(overrides)), source="<overrides>")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`["model.cell=gru", "data.target=[a, b]"]` -> {"model.cell": "gru", "data.target": ["a", "b"]}.
+
+    Values are read as YAML, so numbers, booleans, null and lists come out typed.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set model.cell=gru")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            overrides[key.strip()] = raw
+    return overrides
+
+
+def _known_keys() -> list[str]:
+    return list(Config().flat())
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.6)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"{source}: unknown key '{key}'.{hint}"
+    return f"{source}: key '{key}': {error['msg']} (got {error.get('input')!r})."
+
+
+def build_config(tree: dict[str, Any] | None, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(tree or {})
+    except ValidationError as exc:
+        lines = [_describe(error, source) for error in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply `--set` style overrides.
+
+    Relative `data.path` values are resolved against the current directory, like every other path the
+    user types on the command line.
+    """
+    tree: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {path}. Copy one from configs/ and edit it.")
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (data:, window:, ...) at the top level")
+    config = build_config(tree, source)
+    if overrides:
+        flat = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        for key in (key for key in flat if key not in _known_keys()):
+            close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"--set: unknown key '{key}'.{hint}")
+        config = build_config(merge(config.to_dict(), unflatten(flat)), f"{source} with --set")
+    return config
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
