@@ -1,0 +1,195 @@
+"""The `forecaster` command line. Every subcommand is a thin layer over a pipeline's `run` function.
+
+Heavy modules (torch, Lightning, MLflow) are imported inside the subcommands that need them, so `--help`
+answers at once. Errors the user can fix are printed as one message, without a traceback, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from forecaster.errors import ForecasterError
+
+EXAMPLES = """\
+examples:
+  forecaster validate configs/demo.yaml            check a data file, one line per series
+  forecaster train configs/demo-lstm.yaml --json   train one model, print test metrics
+  forecaster compare configs/demo.yaml             rnn vs lstm vs gru vs baselines, register the winner
+  forecaster predict --model models:/demo@champion --data data/demo.csv --output outputs/
+  forecaster schedule configs/demo.yaml --once     one scheduled cycle, for cron or systemd
+  forecaster ui                                    browse runs in the MLflow UI
+
+Any config key can be overridden: --set model.cell=gru --set train.max_epochs=5
+"""
+
+
+def _add_config_args(parser: argparse.ArgumentParser, config_required: bool = True) -> None:
+    parser.add_argument("config", nargs=None if config_required else "?", help="YAML config file (see configs/)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.max_epochs=5 (repeatable)",
+    )
+
+
+def _load(args: argparse.Namespace):
+    from forecaster.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _print_json(result: dict[str, Any]) -> None:
+    print(json.dumps(result, default=str, sort_keys=True))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipelines import validate
+
+    result = validate.run(_load(args))
+    print(validate.format_report(result))
+    if args.json:
+        _print_json({"ok": result.ok, "source": result.source, "series": len(result.report),
+                     "problems": result.problems, "report": result.report.to_dict(orient="records")})
+    return 1 if result.problems else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipelines import train
+
+    result = train.run(_load(args), resume=args.resume)
+    print(train.format_result(result))
+    if args.json:
+        _print_json(result.summary())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pipelines import compare
+
+    result = compare.run(_load(args))
+    print(compare.format_result(result))
+    if args.json:
+        _print_json(result.summary())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipelines import predict
+
+    config = _load(args)
+    overrides = {
+        "predict.model": args.model, "predict.data": args.data, "predict.output": args.output,
+        "predict.format": args.format, "predict.engine": args.engine,
+        "predict.skip_bad_series": args.skip_bad_series or None, "predict.overwrite": args.overwrite or None,
+    }
+    config = config.with_overrides({key: value for key, value in overrides.items() if value is not None})
+    result = predict.run(config)
+    print(predict.format_result(result))
+    if args.json:
+        _print_json(result.summary())
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from pipelines import schedule
+
+    return schedule.run(_load(args), once=args.once)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from pipelines import ui
+
+    return ui.run(_load(args), host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forecaster",
+        description="Train, compare and schedule recurrent time-series forecasters (RNN, LSTM, GRU), tracked in MLflow.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output; tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser("validate", help="check a data file against a config; print a per-series report")
+    _add_config_args(validate)
+    validate.add_argument("--json", action="store_true", help="end with one JSON line for scripts")
+    validate.set_defaults(handler=cmd_validate)
+
+    train = commands.add_parser("train", help="train one model; print its test metrics")
+    _add_config_args(train)
+    train.add_argument("--json", action="store_true", help="end with one JSON line of metrics and the run id")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
+    train.set_defaults(handler=cmd_train)
+
+    compare = commands.add_parser(
+        "compare", help="train several model types on identical data; leaderboard; register the winner"
+    )
+    _add_config_args(compare)
+    compare.add_argument("--json", action="store_true", help="end with one JSON line: leaderboard and winner")
+    compare.set_defaults(handler=cmd_compare)
+
+    predict = commands.add_parser("predict", help="multi-step forecasts for every series in a file")
+    _add_config_args(predict, config_required=False)
+    predict.add_argument("--model", help="MLflow model URI (models:/NAME@champion, runs:/ID/model, ...) or folder")
+    predict.add_argument("--data", help="history: CSV or Parquet in the training file's layout")
+    predict.add_argument("--output", help="folder for the forecast file and its manifest")
+    predict.add_argument("--format", choices=["csv", "parquet"], help="output format (default csv)")
+    predict.add_argument("--engine", choices=["pandas", "spark"], help="where to run (default pandas)")
+    predict.add_argument("--skip-bad-series", action="store_true", help="forecast the good series, report the rest")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output for this origin")
+    predict.add_argument("--json", action="store_true", help="end with one JSON line describing the batch")
+    predict.set_defaults(handler=cmd_predict)
+
+    schedule = commands.add_parser("schedule", help="run batch forecasts on a cron timetable")
+    _add_config_args(schedule)
+    schedule.add_argument("--once", action="store_true", help="run one cycle now and exit (for cron/systemd)")
+    schedule.set_defaults(handler=cmd_schedule)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the configured store")
+    _add_config_args(ui, config_required=False)
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; no authentication)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=cmd_ui)
+    return parser
+
+
+def _version() -> str:
+    from forecaster import __version__
+
+    return f"forecaster {__version__}"
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("mlflow", "alembic", "pytorch_lightning", "lightning", "lightning_fabric", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ForecasterError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

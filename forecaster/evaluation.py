@@ -1,0 +1,61 @@
+"""Forecast every window of a split and score it, the same way for networks and baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from forecaster.metrics import evaluate, naive_scale
+
+
+class PointForecaster(Protocol):
+    def predict(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
+        """[B, L, F_past], [B, H, F_future] -> [B, H, T] on the scaled axis."""
+
+
+@dataclass
+class WindowForecasts:
+    """Forecasts for every window of a split, on the scaled axis. pred, actual: [N, H, T]; series, origin: [N]."""
+
+    pred: np.ndarray
+    actual: np.ndarray
+    series: np.ndarray
+    origin: np.ndarray
+
+
+def forecast_windows(model: PointForecaster, batches: Iterable[dict[str, torch.Tensor]]) -> WindowForecasts:
+    preds, actuals, series, origins = [], [], [], []
+    with torch.inference_mode():
+        for batch in batches:
+            preds.append(model.predict(batch["x_past"], batch["x_future"]).float().cpu().numpy())
+            actuals.append(batch["y"].cpu().numpy())
+            series.append(batch["series"].cpu().numpy())
+            origins.append(batch["origin"].cpu().numpy())
+    return WindowForecasts(
+        pred=np.concatenate(preds), actual=np.concatenate(actuals),
+        series=np.concatenate(series), origin=np.concatenate(origins),
+    )
+
+
+def mase_scales(datamodule, season_length: int) -> np.ndarray:
+    """[S, T]: each series' in-sample seasonal-naive MAE over its training rows, in original units."""
+    panel, n_targets = datamodule.panel, datamodule.n_targets
+    scales = []
+    for index in range(len(panel.series_ids)):
+        start = panel.offsets[index]
+        history = panel.values[start : start + int(datamodule.borders.train_end[index]), :n_targets]
+        scales.append(naive_scale(history.astype(np.float64), season_length))
+    return np.stack(scales)
+
+
+def score(forecasts: WindowForecasts, datamodule) -> dict[str, float]:
+    """All metrics: standardised-scale MSE/MAE and original-unit MAE, RMSE, sMAPE, MASE."""
+    scaler = datamodule.scaler
+    pred_original = scaler.inverse_targets(forecasts.pred, forecasts.series)
+    actual_original = scaler.inverse_targets(forecasts.actual, forecasts.series)
+    scale = mase_scales(datamodule, datamodule.season_length)[forecasts.series]  # [N, T]
+    return evaluate(forecasts.pred, forecasts.actual, pred_original, actual_original, scale)

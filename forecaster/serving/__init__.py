@@ -1,0 +1,1 @@
+"""forecaster models as MLflow pyfunc models, stored without pickles."""

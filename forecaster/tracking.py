@@ -1,0 +1,63 @@
+"""Where runs go: the embedded MLflow store by default, any tracking server when configured.
+
+Embedded means one state directory holds both the SQLite database and the artifact folder, so nothing is
+scattered in the working directory. Several processes writing at once (a scheduler beside a trainer) should
+use a server instead: SQLite allows one writer at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from forecaster.config import TrackingConfig
+
+
+def state_dir(cfg: TrackingConfig) -> Path:
+    return Path(cfg.state_dir).expanduser().resolve()
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """`tracking.uri`, else `MLFLOW_TRACKING_URI`, else SQLite in the state directory."""
+    if cfg.uri:
+        return cfg.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{state_dir(cfg) / 'mlflow.db'}"
+
+
+def is_embedded(cfg: TrackingConfig) -> bool:
+    return tracking_uri(cfg).startswith("sqlite:///") and not cfg.uri and not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def setup_tracking(cfg: TrackingConfig) -> str:
+    """Point MLflow at the configured store, create the experiment if needed; return the experiment id."""
+    import mlflow
+
+    if is_embedded(cfg):
+        state_dir(cfg).mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        return experiment.experiment_id
+    artifact_location = None
+    if is_embedded(cfg):
+        artifact_location = (state_dir(cfg) / "artifacts").as_uri()
+    experiment_id = client.create_experiment(cfg.experiment, artifact_location=artifact_location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """sha256 and size of a data file: which bytes a run was trained on."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"sha256": digest.hexdigest(), "bytes": Path(path).stat().st_size}

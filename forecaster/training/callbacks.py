@@ -1,0 +1,103 @@
+"""Lightning callbacks and the MLflow logger that training uses."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_only
+
+
+class BestWeights(pl.Callback):
+    """Keep the weights of the epoch with the lowest validation loss in memory; restore them when fit ends.
+
+    Early stopping stops *after* the best epoch, so without this the model would keep the last weights.
+    """
+
+    def __init__(self, monitor: str = "val/loss"):
+        self.monitor = monitor
+        self.best_score = math.inf
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        score = trainer.callback_metrics.get(self.monitor)
+        if score is not None and float(score) < self.best_score:
+            self.best_score = float(score)
+            self.best_epoch = trainer.current_epoch
+            self.best_state = copy.deepcopy(pl_module.state_dict())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.best_state is not None:
+            pl_module.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict["best_score"]
+        self.best_epoch = state_dict["best_epoch"]
+
+
+class EpochMlflowLogger(Logger):
+    """Log Lightning's epoch-level metrics to an open MLflow run, with the epoch as the step.
+
+    Lightning's own MLFlowLogger uses the global step and opens runs of its own; forecaster opens the run
+    (nested under a comparison when there is one) and this logger only writes into it, from rank zero.
+    Step-level values (`*_step`) are left to the progress bar.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        super().__init__()
+        self._tracking_uri = tracking_uri
+        self._run_id = run_id
+        self._client = None
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self._run_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self._tracking_uri)
+        return self._client
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """The pipeline logs the resolved config itself; Lightning's view of it would only repeat it."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        epoch = metrics.get("epoch")
+        if epoch is None:
+            return
+        timestamp = _now_ms()
+        batch = [
+            Metric(key=key.removesuffix("_epoch"), value=float(value), timestamp=timestamp, step=int(epoch))
+            for key, value in metrics.items()
+            if key != "epoch" and not key.endswith("_step") and math.isfinite(float(value))
+        ]
+        if batch:
+            self.experiment.log_batch(self._run_id, metrics=batch)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,144 @@
+"""Fit one model on a prepared data module: a recurrent network through a Lightning Trainer, or a baseline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from forecaster.config import BASELINES, Config
+from forecaster.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FittedModel:
+    """What training produced: `predictor.predict(x_past, x_future) -> [B, H, T]`, plus how it got there."""
+
+    kind: str  # "network" or a baseline name
+    predictor: object
+    network: nn.Module | None
+    baseline: object | None
+    n_params: int
+    train_seconds: float
+    best_epoch: int | None = None
+    epochs_run: int = 0
+
+
+class NetworkPredictor:
+    """A trained network seen as a point forecaster on the scaled axis."""
+
+    def __init__(self, module):
+        self.module = module.eval()
+
+    def predict(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
+        return self.module(x_past, x_future)
+
+
+def network_from_dims(config: Config, dims: dict[str, int]) -> nn.Module:
+    """The network `config.model` describes, for data of the given widths (n_targets, n_past_features, ...)."""
+    from forecaster.models.network import RecurrentForecaster
+
+    return RecurrentForecaster.from_config(
+        config.model, lookback=config.window.lookback, horizon=config.window.horizon, **dims
+    )
+
+
+def data_dims(datamodule) -> dict[str, int]:
+    return {"n_targets": datamodule.n_targets, "n_past_features": datamodule.n_past_features,
+            "n_future_features": datamodule.n_future_features}
+
+
+def build_module(config: Config, network: nn.Module):
+    from forecaster.training.module import ForecastModule
+
+    return ForecastModule(
+        network,
+        loss=config.model.loss,
+        quantiles=config.model.quantiles,
+        lr=config.train.lr,
+        weight_decay=config.train.weight_decay,
+        lr_schedule=config.train.lr_schedule,
+        max_epochs=config.train.max_epochs,
+        teacher_forcing=config.model.teacher_forcing,
+        teacher_forcing_decay=config.model.teacher_forcing_decay,
+    )
+
+
+def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
+    from forecaster.models.baselines import make_baseline
+
+    started = time.perf_counter()
+    baseline = make_baseline(name, season_length=datamodule.season_length, lookback=config.window.lookback,
+                             horizon=config.window.horizon, n_targets=datamodule.n_targets)
+    baseline.fit(datamodule.train_dataloader())
+    return FittedModel(kind=name, predictor=baseline, network=None, baseline=baseline, n_params=baseline.n_params,
+                       train_seconds=time.perf_counter() - started)
+
+
+def fit_network(
+    config: Config, datamodule, checkpoint_dir: Path, logger=None, resume: bool = False, extra_callbacks=(),
+) -> FittedModel:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from forecaster.training.callbacks import BestWeights
+
+    pl.seed_everything(config.train.seed, workers=True, verbose=False)
+    network = network_from_dims(config, data_dims(datamodule))
+    module = build_module(config, network)
+    best = BestWeights()
+    callbacks = [best, ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0), *extra_callbacks]
+    if config.train.patience > 0:
+        callbacks.append(EarlyStopping(monitor="val/loss", patience=config.train.patience))
+    trainer = pl.Trainer(
+        max_epochs=config.train.max_epochs,
+        accelerator=config.train.accelerator,
+        devices=config.train.devices,
+        strategy=config.train.strategy,
+        num_nodes=config.train.num_nodes,
+        precision=config.train.precision,
+        gradient_clip_val=config.train.gradient_clip_val,
+        gradient_clip_algorithm=config.train.gradient_clip_algorithm,
+        limit_train_batches=config.train.limit_train_batches,
+        callbacks=callbacks,
+        logger=logger if logger is not None else False,
+        enable_progress_bar=config.train.progress,
+        enable_model_summary=False,
+        deterministic=False,
+        default_root_dir=str(checkpoint_dir),
+        num_sanity_val_steps=0,
+    )
+    ckpt_path = None
+    if resume:
+        last = checkpoint_dir / "last.ckpt"
+        if not last.is_file():
+            raise TrainingError(f"--resume: no checkpoint at {last}; train once without --resume first")
+        ckpt_path = str(last)
+        log.info("resuming from %s", last)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    seconds = time.perf_counter() - started
+    if best.best_state is None:
+        raise TrainingError("training ended before one validation pass; raise train.max_epochs or check the split")
+    return FittedModel(
+        kind="network",
+        predictor=NetworkPredictor(module),
+        network=network,
+        baseline=None,
+        n_params=sum(p.numel() for p in network.parameters()),
+        train_seconds=seconds,
+        best_epoch=best.best_epoch,
+        epochs_run=trainer.current_epoch,
+    )
+
+
+def fit_model(config: Config, datamodule, kind: str, checkpoint_dir: Path, logger=None, resume=False) -> FittedModel:
+    if kind in BASELINES:
+        return fit_baseline(kind, config, datamodule)
+    return fit_network(config, datamodule, checkpoint_dir, logger=logger, resume=resume)

@@ -1,0 +1,129 @@
+"""The LightningModule: owns loss, metrics, optimiser, learning-rate schedule and gradient clipping.
+
+The network is built elsewhere and handed in. One shared step serves train, validation and test, and logs
+`train/loss`, `val/loss`, `val/mae`, ... Each epoch also logs what the gradients did: the total gradient norm
+measured *before* clipping (mean and max over the epoch's steps) and the share of steps that were clipped. A
+vanilla RNN's norm swinging by orders of magnitude while an LSTM's stays flat is the exploding/vanishing
+gradient story, made visible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from forecaster.errors import TrainingError
+from forecaster.models.losses import make_loss, point_forecast
+
+
+class ForecastModule(pl.LightningModule):
+    def __init__(
+        self,
+        network: nn.Module,
+        loss: str = "mse",
+        quantiles: list[float] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "plateau",
+        max_epochs: int = 20,
+        teacher_forcing: float = 1.0,
+        teacher_forcing_decay: float = 0.0,
+    ):
+        super().__init__()
+        self.network = network
+        self.loss_name = loss
+        self.quantiles = list(quantiles or [0.5])
+        self.loss_fn = make_loss(loss, self.quantiles)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.max_epochs = max_epochs
+        self.teacher_forcing = teacher_forcing
+        self.teacher_forcing_decay = teacher_forcing_decay
+        self._grad_norms: list[float] = []
+        self._clipped_steps = 0
+
+    @property
+    def teacher_forcing_ratio(self) -> float:
+        """Scheduled sampling: the ratio decays geometrically each epoch, from `teacher_forcing` towards 0."""
+        return self.teacher_forcing * (1.0 - self.teacher_forcing_decay) ** self.current_epoch
+
+    def forward(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
+        """[B, L, F_past], [B, H, F_future] -> point forecast [B, H, T] on the scaled axis."""
+        return point_forecast(self.network(x_past, x_future), self.loss_name, self.quantiles)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        y = batch["y"]  # [B, H, T]
+        if stage == "train":
+            pred = self.network(batch["x_past"], batch["x_future"], y=y, teacher_forcing=self.teacher_forcing_ratio)
+        else:
+            pred = self.network(batch["x_past"], batch["x_future"])  # [B, H, T, Q]
+        loss = self.loss_fn(pred, y)
+        point = point_forecast(pred, self.loss_name, self.quantiles)  # [B, H, T]
+        batch_size = y.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=batch_size,
+                 sync_dist=stage != "train")
+        if stage != "train":
+            self.log(f"{stage}/mse", torch.mean((point - y) ** 2), on_epoch=True, batch_size=batch_size, sync_dist=True)
+            self.log(f"{stage}/mae", torch.mean(torch.abs(point - y)), on_epoch=True, batch_size=batch_size,
+                     sync_dist=True)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
+                "Try a lower learning rate (--set train.lr=...), gradient clipping (--set train.gradient_clip_val=1.0), "
+                "a smaller model, or check the data for extreme values (forecaster validate CONFIG)."
+            )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Measure the total gradient norm before clipping, then clip as configured."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        self._grad_norms.append(norm)
+        if gradient_clip_val:
+            algorithm = gradient_clip_algorithm or "norm"
+            if algorithm == "norm":
+                clipped = norm > gradient_clip_val
+            else:
+                clipped = any(bool((g.abs() > gradient_clip_val).any()) for g in grads)
+            self._clipped_steps += int(clipped)
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=algorithm)
+
+    def on_train_epoch_start(self) -> None:
+        self._grad_norms = []
+        self._clipped_steps = 0
+
+    def on_train_epoch_end(self) -> None:
+        steps = max(len(self._grad_norms), 1)
+        finite = [n for n in self._grad_norms if math.isfinite(n)]
+        self.log("train/grad_norm", sum(finite) / max(len(finite), 1), sync_dist=True)
+        self.log("train/grad_norm_max", max(finite, default=0.0), sync_dist=True)
+        self.log("train/clipped_share", self._clipped_steps / steps, sync_dist=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        self.log("train/teacher_forcing", self.teacher_forcing_ratio)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.max_epochs, 1))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if self.lr_schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        return optimizer

@@ -1,0 +1,189 @@
+"""The train job: one model, one MLflow run, test metrics on both scales, and a model others can load.
+
+`run(config)` is what `forecaster train` calls; `compare` calls `train_in_run` once per model type inside
+its own parent run, on one shared data module so every model sees identical data and splits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forecaster.config import BASELINES, Config, dump_config
+from forecaster.tracking import file_fingerprint, setup_tracking, state_dir, tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    name: str
+    kind: str
+    metrics: dict[str, float]
+    run_id: str
+    model_uri: str | None
+    n_params: int
+    train_seconds: float
+    best_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **self.metrics, "model": self.name, "kind": self.kind, "run_id": self.run_id,
+            "model_uri": self.model_uri, "params": self.n_params, "train_seconds": round(self.train_seconds, 3),
+            "best_epoch": self.best_epoch,
+        }
+
+
+def model_name(config: Config, kind: str = "network") -> str:
+    if kind in BASELINES:
+        return kind
+    name = config.model.cell if config.model.strategy == "direct" else f"{config.model.cell}-{config.model.strategy}"
+    return name
+
+
+def checkpoint_dir(config: Config, name: str) -> Path:
+    return state_dir(config.tracking) / "checkpoints" / config.tracking.experiment / name
+
+
+def prepare_data(config: Config):
+    from forecaster.data.datamodule import ForecastDataModule
+
+    datamodule = ForecastDataModule(config)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def log_data_record(config: Config, datamodule) -> None:
+    """The data fingerprint and the validation report: which data, exactly, a run saw."""
+    import mlflow
+
+    panel = datamodule.panel
+    fingerprint = {
+        "path": config.data.path,
+        **file_fingerprint(config.data.path),
+        "rows": int(panel.offsets[-1]),
+        "series": len(panel.series_ids),
+        "start": str(panel.timestamps.min()),
+        "end": str(panel.timestamps.max()),
+        "freq": panel.freq,
+    }
+    mlflow.log_dict(fingerprint, "data/fingerprint.json")
+    mlflow.set_tags({f"data.{key}": value for key, value in fingerprint.items() if key != "path"})
+    from pipelines.validate import ValidationResult, format_report
+
+    report = ValidationResult(config.data.path, panel.report_frame(), panel=panel)
+    mlflow.log_text(format_report(report), "data/validation_report.txt")
+
+
+def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool = False) -> TrainResult:
+    """Fit, evaluate and log one model into the MLflow run that is active now."""
+    import mlflow
+
+    from forecaster.bundle import ModelBundle
+    from forecaster.evaluation import forecast_windows, score
+    from forecaster.training.callbacks import EpochMlflowLogger
+    from forecaster.training.fit import fit_model
+
+    run = mlflow.active_run()
+    name = model_name(config, kind)
+    mlflow.log_params(_loggable_params(config, kind))
+    mlflow.set_tags({"forecaster.model": name, "forecaster.kind": kind,
+                     **({"forecaster.cell": config.model.cell, "forecaster.strategy": config.model.strategy}
+                        if kind == "network" else {})})
+    mlflow.log_text(dump_config(config), "config.yaml")
+    log_data_record(config, datamodule)
+
+    logger = EpochMlflowLogger(tracking_uri(config.tracking), run.info.run_id)
+    ckpt_dir = checkpoint_dir(config, name)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
+    fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume)
+
+    forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
+    metrics = score(forecasts, datamodule)
+    mlflow.log_metrics({f"test/{key}": value for key, value in metrics.items()})
+    mlflow.log_metrics({"params": fitted.n_params, "train_seconds": fitted.train_seconds})
+    if fitted.best_epoch is not None:
+        mlflow.log_metric("best_epoch", fitted.best_epoch)
+    _log_figures(forecasts, datamodule, name)
+
+    bundle = ModelBundle.from_fitted(config, datamodule, fitted)
+    model_uri = _log_model(bundle, config, datamodule)
+    return TrainResult(
+        name=name, kind=kind, metrics=metrics, run_id=run.info.run_id, model_uri=model_uri,
+        n_params=fitted.n_params, train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch,
+    )
+
+
+def run(config: Config, resume: bool = False, kind: str = "network") -> TrainResult:
+    """`forecaster train`: one model in one MLflow run; a rerun with `resume` continues the same run."""
+    import mlflow
+
+    setup_tracking(config.tracking)
+    datamodule = prepare_data(config)
+    name = model_name(config, kind)
+    run_id = None
+    if resume:
+        record = checkpoint_dir(config, name) / "run.json"
+        run_id = json.loads(record.read_text())["run_id"] if record.is_file() else None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name):
+        return train_in_run(config, datamodule, kind=kind, resume=resume)
+
+
+def _loggable_params(config: Config, kind: str) -> dict[str, Any]:
+    flat = config.flat()
+    if kind in BASELINES:
+        flat = {key: value for key, value in flat.items() if not key.startswith(("model.", "train."))}
+    return {key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in flat.items()}
+
+
+def _log_figures(forecasts, datamodule, name: str) -> None:
+    import mlflow
+    import pandas as pd
+
+    from forecaster import plots
+    from forecaster.metrics import error_by_step
+
+    errors = error_by_step(forecasts.pred, forecasts.actual)
+    mlflow.log_table(pd.DataFrame({"step": range(1, len(errors["mse"]) + 1), **errors}), "error_by_step.json")
+    fig = plots.error_by_step(errors, f"{name}: test error by horizon step")
+    mlflow.log_figure(fig, "plots/error_by_step.png")
+    plots.close(fig)
+
+    panel, lookback = datamodule.panel, datamodule.config.window.lookback
+    scaler = datamodule.scaler
+    pred = scaler.inverse_targets(forecasts.pred, forecasts.series)
+    for series_index in sorted(set(forecasts.series.tolist()))[:4]:
+        window = int(forecasts.series.tolist().index(series_index))  # first test window of this series
+        origin = int(forecasts.origin[window])
+        history = panel.values[origin - lookback : origin, 0]
+        actual = panel.values[origin : origin + pred.shape[1], 0]
+        series_id = panel.series_ids[series_index]
+        fig = plots.forecast_vs_actual(history, actual, pred[window, :, 0],
+                                       f"{name}: {series_id}, {panel.targets[0]} (first test window)")
+        mlflow.log_figure(fig, f"plots/forecast_{series_id}.png")
+        plots.close(fig)
+
+
+def _log_model(bundle, config: Config, datamodule) -> str:
+    from forecaster.serving.log import log_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = Path(tmp) / "bundle"
+        bundle.save(bundle_dir)
+        return log_bundle(bundle_dir, example=bundle.example_history(datamodule))
+
+
+def format_result(result: TrainResult) -> str:
+    lines = [f"model {result.name}: {result.n_params:,} parameters, trained in {result.train_seconds:.1f} s"
+             + (f", best epoch {result.best_epoch}" if result.best_epoch is not None else "")]
+    lines += [f"  test {key:<14} {value:.4f}" for key, value in result.metrics.items()]
+    lines.append(f"  run {result.run_id}")
+    if result.model_uri:
+        lines.append(f"  model {result.model_uri}")
+    return "\n".join(lines)
