@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -166,13 +168,28 @@ def _version() -> str:
     return f"forecaster {__version__}"
 
 
+NOISY_LIBRARIES = ("mlflow", "alembic", "pytorch_lightning", "lightning", "lightning_fabric", "urllib3", "matplotlib")
+
+
+class _QuietLibraries(logging.Filter):
+    """Below WARNING, only forecaster's own records reach the terminal. A handler filter, because Lightning
+    resets its loggers' levels when it is imported, after this is configured."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LIBRARIES)
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("mlflow", "alembic", "pytorch_lightning", "lightning", "lightning_fabric", "urllib3", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_QuietLibraries())
+        warnings.filterwarnings("ignore", module="(mlflow|pytorch_lightning|lightning_fabric|lightning)")
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def main(argv: list[str] | None = None) -> int:

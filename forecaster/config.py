@@ -91,6 +91,7 @@ class TrainConfig(_Section):
     max_epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0.0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0.0)
     lr_schedule: Literal["plateau", "cosine", "none"] = "plateau"
     gradient_clip_val: float | None = Field(1.0, gt=0.0)

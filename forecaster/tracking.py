@@ -39,8 +39,16 @@ def setup_tracking(cfg: TrackingConfig) -> str:
     if is_embedded(cfg):
         state_dir(cfg).mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(cfg)
+    user_choice = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # MLflow exports the URIs to the environment for subprocesses; a later config in this process (a test, a
+    # scheduler cycle) must still resolve its own store, so the environment goes back to what the user set.
+    for name, value in user_choice.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,7 +27,9 @@ class FittedModel:
     n_params: int
     train_seconds: float
     best_epoch: int | None = None
+    best_val_loss: float | None = None
     epochs_run: int = 0
+    trainer_metrics: dict[str, float] = field(default_factory=dict)
 
 
 class NetworkPredictor:
@@ -62,6 +64,7 @@ def build_module(config: Config, network: nn.Module):
         loss=config.model.loss,
         quantiles=config.model.quantiles,
         lr=config.train.lr,
+        optimizer=config.train.optimizer,
         weight_decay=config.train.weight_decay,
         lr_schedule=config.train.lr_schedule,
         max_epochs=config.train.max_epochs,
@@ -134,7 +137,9 @@ def fit_network(
         n_params=sum(p.numel() for p in network.parameters()),
         train_seconds=seconds,
         best_epoch=best.best_epoch,
+        best_val_loss=best.best_score,
         epochs_run=trainer.current_epoch,
+        trainer_metrics={key: float(value) for key, value in trainer.callback_metrics.items()},
     )
 
 

@@ -26,6 +26,7 @@ class ForecastModule(pl.LightningModule):
         loss: str = "mse",
         quantiles: list[float] | None = None,
         lr: float = 1e-3,
+        optimizer: str = "adamw",
         weight_decay: float = 0.0,
         lr_schedule: str = "plateau",
         max_epochs: int = 20,
@@ -38,6 +39,7 @@ class ForecastModule(pl.LightningModule):
         self.quantiles = list(quantiles or [0.5])
         self.loss_fn = make_loss(loss, self.quantiles)
         self.lr = lr
+        self.optimizer_name = optimizer
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.max_epochs = max_epochs
@@ -119,7 +121,10 @@ class ForecastModule(pl.LightningModule):
         self.log("train/teacher_forcing", self.teacher_forcing_ratio)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_name == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.max_epochs, 1))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

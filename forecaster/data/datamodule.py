@@ -1,0 +1,89 @@
+"""`ForecastDataModule`: panel -> borders -> scaler fitted on training rows -> train/val/test `WindowDataset`s."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from forecaster.config import Config
+from forecaster.data.features import season_length
+from forecaster.data.panel import Panel, load_panel
+from forecaster.data.scaling import PanelScaler
+from forecaster.data.splits import Borders, compute_borders
+from forecaster.data.windows import ShuffledWindows, WindowDataset, collate
+
+
+class ForecastDataModule(pl.LightningDataModule):
+    """Data for one training run. `panel` defaults to `config.data.path`; `borders` default to `config.split`.
+
+    After `setup()`: `panel`, `borders`, `scaler` (fitted on the training rows of each series), `n_targets`,
+    `n_past_features` (width of `x_past`), `n_future_features` (width of `x_future`), `season_length` and
+    `train_dataset` / `val_dataset` / `test_dataset`.
+    """
+
+    def __init__(self, config: Config, panel: Panel | None = None, borders: Borders | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.panel = panel
+        self.borders = borders
+        self.scaler: PanelScaler | None = None
+        self.n_targets: int | None = None
+        self.n_past_features: int | None = None
+        self.n_future_features: int | None = None
+        self.season_length: int | None = None
+        self.train_dataset: WindowDataset | None = None
+        self.val_dataset: WindowDataset | None = None
+        self.test_dataset: WindowDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build everything once; later calls (Lightning makes one per stage) change nothing."""
+        if self.train_dataset is not None:
+            return
+        config = self.config
+        panel = self.panel if self.panel is not None else load_panel(config.data)
+        borders = self.borders
+        if borders is None:
+            borders = compute_borders(panel, config.split, config.window.lookback, config.window.horizon)
+        scaler = PanelScaler().fit(panel, borders.train_end)
+        scaled = scaler.transform(panel)
+        datasets = {
+            split: WindowDataset.from_borders(scaled, borders, split, config.window, config.data.calendar)
+            for split in ("train", "val", "test")
+        }
+        self.panel, self.borders, self.scaler = panel, borders, scaler
+        self.n_targets = len(panel.targets)
+        self.n_past_features = datasets["train"].n_past_features
+        self.n_future_features = datasets["train"].n_future_features
+        self.season_length = config.model.season_length or season_length(panel.freq)
+        self.train_dataset, self.val_dataset, self.test_dataset = datasets["train"], datasets["val"], datasets["test"]
+
+    def for_borders(self, borders: Borders) -> ForecastDataModule:
+        """A set-up data module on the same panel with other borders (a rolling-origin fold); its scaler is
+        fitted on that fold's training rows, so no later row leaks into it."""
+        self.setup()
+        fold = ForecastDataModule(self.config, self.panel, borders)
+        fold.setup()
+        return fold
+
+    def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Batches of `split` ('train', 'val' or 'test') with `config.train.batch_size` and `num_workers`."""
+        self.setup()
+        dataset = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
+        workers = self.config.train.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.train.batch_size,
+            sampler=ShuffledWindows(dataset) if shuffle else None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test")

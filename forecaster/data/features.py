@@ -1,0 +1,71 @@
+"""Features derived from time alone: calendar sin/cos pairs, future timestamps, and the seasonal period.
+
+Calendar features are computed with numpy date arithmetic from datetime64 values of any shape, so a batch of
+windows gets them on the fly ([B, L + H] timestamps -> [B, L + H, 2K]) and nothing is stored per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+CALENDAR_PERIODS = {"hour": 24.0, "weekday": 7.0, "month": 12.0, "dayofyear": 366.0}
+_DAY = pd.Timedelta(days=1)
+_SEASON_BY_RULE = {"W": 52, "B": 5, "C": 5, "SMS": 24, "SME": 24, "MS": 12, "ME": 12, "BMS": 12, "BME": 12,
+                   "QS": 4, "QE": 4, "BQS": 4, "BQE": 4}
+
+
+def calendar_columns(names: Sequence[str]) -> list[str]:
+    """Column names of `calendar_features`: `hour_sin, hour_cos, weekday_sin, ...` (2K names)."""
+    return [f"{name}_{part}" for name in names for part in ("sin", "cos")]
+
+
+def calendar_features(timestamps: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """[..., 2K] float32 sin/cos pairs in [-1, 1] for timestamps [...] (datetime64 or int64 ns).
+
+    hour is the fractional hour of day (so 15-minute data gets a smooth daily cycle), weekday 0 = Monday,
+    month 0 = January, dayofyear 0 = 1 January.
+    """
+    stamps = np.asarray(timestamps).astype("datetime64[ns]")
+    days = stamps.astype("datetime64[D]")
+    phases = []
+    for name in names:
+        if name == "hour":
+            position = (stamps - days).astype(np.int64) / 3.6e12
+        elif name == "weekday":
+            position = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+        elif name == "month":
+            position = stamps.astype("datetime64[M]").astype(np.int64) % 12
+        elif name == "dayofyear":
+            position = (days - stamps.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)
+        else:
+            raise ValueError(f"unknown calendar feature {name!r}; expected one of {list(CALENDAR_PERIODS)}")
+        phases.append(2 * np.pi * position / CALENDAR_PERIODS[name])
+    if not phases:
+        return np.empty((*stamps.shape, 0), dtype=np.float32)
+    angle = np.stack(phases, axis=-1)  # [..., K]
+    pairs = np.stack([np.sin(angle), np.cos(angle)], axis=-1)  # [..., K, 2]
+    return pairs.reshape(*stamps.shape, 2 * len(phases)).astype(np.float32)
+
+
+def future_timestamps(last_timestamp: np.datetime64 | pd.Timestamp, freq: str, horizon: int) -> np.ndarray:
+    """[horizon] datetime64[ns]: the `horizon` grid steps after `last_timestamp`."""
+    stamps = pd.date_range(pd.Timestamp(last_timestamp), periods=horizon + 1, freq=freq)
+    return stamps[1:].as_unit("ns").to_numpy()
+
+
+def season_length(freq: str) -> int:
+    """The seasonal period of a frequency: steps per day below a day (hourly 24, 15-minute 96), daily 7,
+    weekly 52, monthly 12, quarterly 4, business days 5, anything else 1."""
+    offset = to_offset(freq)
+    try:
+        step = pd.Timedelta(offset)
+    except ValueError:  # calendar offsets (weeks, months, ...) have no fixed length
+        season = _SEASON_BY_RULE.get(offset.rule_code.split("-")[0], 1)
+        return season // offset.n if season % offset.n == 0 else 1
+    if step < _DAY:
+        return _DAY // step if _DAY % step == pd.Timedelta(0) else 1
+    return {_DAY: 7, 7 * _DAY: 52}.get(step, 1)

@@ -1,0 +1,214 @@
+"""`Panel`: many series in one contiguous float32 array, and how a validated table becomes one.
+
+`build_panel` validates a raw frame (`validate.scan_frame`) and applies the `data.missing` policy. Filling is
+never silent: every series gets a `SeriesReport` with its gaps, empty cells and how many cells were filled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecaster.config import DataConfig
+from forecaster.data.io import read_table
+from forecaster.data.validate import ScannedFrame, describe_row, scan_frame
+from forecaster.errors import DataError
+
+REPORT_COLUMNS = ["series_id", "length", "freq", "start", "end", "gaps", "missing_values", "filled", "dropped"]
+
+
+@dataclass(frozen=True)
+class SeriesReport:
+    """What the input held for one series: `length` rows from `start` to `end`, `gaps` timestamps absent from
+    the regular grid, `missing_values` empty cells; `filled` cells the missing policy filled; `dropped` by it."""
+
+    series_id: str
+    length: int
+    freq: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    gaps: int
+    missing_values: int
+    filled: int = 0
+    dropped: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Panel:
+    """S series back to back on a regular grid: rows of series `i` are `offsets[i]:offsets[i+1]`.
+
+    `timestamps` [N] datetime64[ns]; `values` [N, V] float32 with columns targets, covariates, future
+    covariates; `reports` describe every input series, dropped ones included.
+    """
+
+    series_ids: list[str]
+    offsets: np.ndarray
+    timestamps: np.ndarray
+    values: np.ndarray
+    targets: list[str]
+    covariates: list[str]
+    future_covariates: list[str]
+    freq: str
+    source: str = "<frame>"
+    reports: tuple[SeriesReport, ...] = ()
+
+    @property
+    def n_series(self) -> int:
+        return len(self.series_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[S] int64 rows per series."""
+        return np.diff(self.offsets)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.targets, *self.covariates, *self.future_covariates]
+
+    def series_values(self, index: int) -> np.ndarray:
+        """[length, V] view of series `index`."""
+        return self.values[self.offsets[index] : self.offsets[index + 1]]
+
+    def series_timestamps(self, index: int) -> np.ndarray:
+        """[length] datetime64[ns] view of series `index`."""
+        return self.timestamps[self.offsets[index] : self.offsets[index + 1]]
+
+    def with_values(self, values: np.ndarray) -> Panel:
+        """The same panel holding `values` [N, V] instead (for example scaled ones)."""
+        if values.shape != self.values.shape:
+            raise ValueError(f"values must have shape {self.values.shape}, got {values.shape}")
+        return dataclasses.replace(self, values=np.asarray(values, dtype=np.float32))
+
+    def report_frame(self) -> pd.DataFrame:
+        """One row per input series with the `REPORT_COLUMNS`."""
+        return report_frame(self.reports)
+
+
+def report_frame(reports: Sequence[SeriesReport]) -> pd.DataFrame:
+    """One row per report with the `REPORT_COLUMNS`."""
+    return pd.DataFrame([dataclasses.asdict(report) for report in reports], columns=REPORT_COLUMNS)
+
+
+def load_panel(cfg: DataConfig) -> Panel:
+    """Read `cfg.path` and build its panel."""
+    return build_panel(read_table(cfg), cfg, source=cfg.path)
+
+
+def build_panel(frame: pd.DataFrame, cfg: DataConfig, source: str = "<frame>") -> Panel:
+    """Validate `frame` (long or wide layout, see `DataConfig`) and apply `cfg.missing` to gaps and empty cells.
+
+    Without `data.series_id` the whole table is one series, with the id `validate.SINGLE_SERIES_ID`.
+    """
+    return apply_missing_policy(scan_frame(frame, cfg, source), cfg.missing)
+
+
+def series_reports(scan: ScannedFrame) -> list[SeriesReport]:
+    """Per-series summary of a scanned table, before any filling."""
+    gaps, missing = scan.gaps(), scan.missing_cells()
+    reports = []
+    for index, series_id in enumerate(scan.series_ids):
+        stamps = scan.timestamps[scan.offsets[index] : scan.offsets[index + 1]]
+        length = int(scan.offsets[index + 1] - scan.offsets[index] - gaps[index])
+        reports.append(
+            SeriesReport(
+                series_id, length, scan.freq, pd.Timestamp(stamps[0]), pd.Timestamp(stamps[-1]),
+                int(gaps[index]), int(missing[index]),
+            )
+        )
+    return reports
+
+
+def apply_missing_policy(scan: ScannedFrame, policy: str) -> Panel:
+    """Fill or drop what `scan` lacks according to `policy` (a `DataConfig.missing` value); `scan` is unchanged."""
+    reports = series_reports(scan)
+    holes = [index for index, report in enumerate(reports) if report.gaps or report.missing_values]
+    if holes and policy == "error":
+        raise DataError(missing_message(scan, reports, holes))
+    dropped = set(holes) if policy == "drop_series" else set()
+    keep = [index for index in range(len(reports)) if index not in dropped]
+    if not keep:
+        raise DataError(
+            f"{scan.source}: data.missing=drop_series dropped every series: each has gaps or empty cells. "
+            f"Use --set data.missing=interpolate (or ffill, zero) instead, or fix the file."
+        )
+    values = scan.values.copy()
+    for index in holes:
+        if index not in dropped:
+            block = values[scan.offsets[index] : scan.offsets[index + 1]]  # [length, V] view
+            filled = int(np.isnan(block).sum())
+            block[:] = _fill(block, policy, scan, index)
+            reports[index] = dataclasses.replace(reports[index], filled=filled)
+        else:
+            reports[index] = dataclasses.replace(reports[index], dropped=True)
+    return _select(scan, values, keep, tuple(reports))
+
+
+def _fill(block: np.ndarray, policy: str, scan: ScannedFrame, index: int) -> np.ndarray:
+    """[length, V] with every NaN filled by `policy`."""
+    if policy == "zero":
+        return np.nan_to_num(block, nan=0.0)
+    empty_columns = np.isnan(block).all(axis=0)
+    if empty_columns.any():
+        column = scan.columns[int(np.argmax(empty_columns))]
+        raise DataError(
+            f"{scan.source}: series '{scan.series_ids[index]}' has no values at all in column '{column}', so "
+            f"data.missing={policy} cannot fill it. Use data.missing=drop_series or zero, or fix the file."
+        )
+    if policy == "ffill":  # leading empty cells take the first value that follows them
+        return pd.DataFrame(block).ffill().bfill().to_numpy(dtype=np.float32)
+    rows = np.arange(len(block))
+    filled = block.copy()
+    for j in range(block.shape[1]):
+        known = ~np.isnan(block[:, j])
+        filled[~known, j] = np.interp(rows[~known], rows[known], block[known, j])  # flat beyond the ends
+    return filled
+
+
+def _select(scan: ScannedFrame, values: np.ndarray, keep: list[int], reports: tuple[SeriesReport, ...]) -> Panel:
+    """The panel of the series `keep` (indices into `scan`), in their original order."""
+    lengths = np.diff(scan.offsets)[keep]
+    if len(keep) == len(scan.series_ids):
+        rows = slice(None)
+    else:
+        rows = np.concatenate([np.arange(scan.offsets[i], scan.offsets[i + 1]) for i in keep])
+    return Panel(
+        series_ids=[scan.series_ids[i] for i in keep],
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        timestamps=scan.timestamps[rows],
+        values=np.ascontiguousarray(values[rows]),
+        targets=list(scan.targets),
+        covariates=list(scan.covariates),
+        future_covariates=list(scan.future_covariates),
+        freq=scan.freq,
+        source=scan.source,
+        reports=reports,
+    )
+
+
+def missing_message(scan: ScannedFrame, reports: list[SeriesReport], holes: list[int], shown: int = 5) -> str:
+    """Why `data.missing=error` refuses the series `holes`: first absent timestamps and first empty cell."""
+    parts = []
+    for index in holes[:shown]:
+        report, segment = reports[index], slice(scan.offsets[index], scan.offsets[index + 1])
+        rows = scan.rows[segment]
+        found = []
+        if report.gaps:
+            absent = ", ".join(str(pd.Timestamp(stamp)) for stamp in scan.timestamps[segment][rows < 0][:3])
+            found.append(f"{report.gaps} timestamp(s) absent from the '{scan.freq}' grid (first: {absent})")
+        if report.missing_values:
+            row, column = np.argwhere(np.isnan(scan.values[segment]) & (rows >= 0)[:, None])[0]
+            found.append(
+                f"{report.missing_values} empty cell(s) (first: column '{scan.columns[column]}', "
+                f"{describe_row(int(rows[row]), scan.source)})"
+            )
+        parts.append(f"series '{report.series_id}': " + " and ".join(found))
+    more = f"; and {len(holes) - shown} more series" if len(holes) > shown else ""
+    return (
+        f"{scan.source}: {len(holes)} of {len(reports)} series have gaps or empty cells and data.missing is "
+        f"'error': " + "; ".join(parts) + more + ". Fill them with --set data.missing=interpolate (or ffill, "
+        "zero), drop those series with --set data.missing=drop_series, or fix the file."
+    )

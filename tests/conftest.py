@@ -1,0 +1,76 @@
+"""Shared fixtures: paths to the demo and real data, and a builder of small synthetic panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecaster.data.panel import Panel
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_csv() -> Path:
+    return REPO_ROOT / "data" / "demo.csv"
+
+
+@pytest.fixture(scope="session")
+def etth1_csv() -> Path:
+    path = SHARED_DATA / "ETT-small" / "ETTh1.csv"
+    if not path.is_file():
+        pytest.skip(f"real data not available: {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+def build_panel_of(lengths, n_targets=1, n_covariates=0, n_future=0, start="2024-01-01") -> Panel:
+    """Hourly series back to back. Column 0 holds the global row number and column 1 (when V > 1) the series
+    index, so tests can read where a window came from; further columns are smooth per-series signals."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    n, width = int(offsets[-1]), n_targets + n_covariates + n_future
+    series = np.repeat(np.arange(len(lengths)), lengths)
+    values = np.empty((n, width), dtype=np.float32)
+    values[:, 0] = np.arange(n)
+    for j in range(1, width):
+        values[:, j] = series if j == 1 else np.sin(np.arange(n) / (j + 1)) * (series + 1) + j
+    stamps = np.concatenate(
+        [np.arange(np.datetime64(start, "ns"), np.datetime64(start, "ns") + np.timedelta64(int(k), "h"),
+                   np.timedelta64(1, "h")) for k in lengths]
+    )
+    names = [f"v{j}" for j in range(width)]
+    return Panel(
+        series_ids=[f"s{i}" for i in range(len(lengths))],
+        offsets=offsets,
+        timestamps=stamps,
+        values=values,
+        targets=names[:n_targets],
+        covariates=names[n_targets : n_targets + n_covariates],
+        future_covariates=names[n_targets + n_covariates :],
+        freq="h",
+    )
+
+
+@pytest.fixture(scope="session")
+def make_panel():
+    """`make_panel(lengths, n_targets=1, n_covariates=0, n_future=0)` -> a synthetic hourly `Panel`."""
+    return build_panel_of
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Small recurrent nets on a shared 2-core machine: a second intra-op thread mostly spins and waits."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

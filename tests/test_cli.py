@@ -1,0 +1,76 @@
+"""The command line as users run it: a real subprocess of the installed `forecaster` command."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def forecaster(*args, cwd=REPO, timeout=600):
+    command = [sys.executable, "-m", "forecaster.cli", *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_help_is_instant_and_lists_the_commands():
+    started = time.perf_counter()
+    result = forecaster("--help")
+    assert result.returncode == 0
+    for command in ("validate", "train", "compare", "predict", "schedule", "ui"):
+        assert command in result.stdout
+    # Heavy libraries are imported by the commands that need them, never by --help.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, forecaster.cli as c\n"
+         "try: c.main(['--help'])\nexcept SystemExit: pass\n"
+         "print(sorted(m for m in ('torch', 'mlflow', 'pytorch_lightning') if m in sys.modules))"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert probe.stdout.strip().endswith("[]"), probe.stdout
+    assert time.perf_counter() - started < 30  # generous: a loaded CI machine; the import check is the real test
+
+
+def test_validate_demo_reports_every_series(tmp_path):
+    result = forecaster("validate", "configs/demo.yaml", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"] and report["series"] >= 3
+
+
+def test_user_errors_print_one_message_and_exit_non_zero(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp;series_id;load\n2024-01-01 00:00;a;1\n")
+    result = forecaster("validate", "configs/demo.yaml", "--set", f"data.path={bad}", "--set", "data.covariates=[]")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(bad) in result.stderr and "semicolon" in result.stderr
+
+
+def test_unknown_override_key_is_named():
+    result = forecaster("train", "configs/demo-lstm.yaml", "--set", "train.max_epoch=1")
+    assert result.returncode == 2
+    assert "train.max_epoch" in result.stderr and "train.max_epochs" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_json_last_line_has_the_contract_keys(tmp_path):
+    shutil.copy(REPO / "data" / "demo.csv", tmp_path / "demo.csv")
+    result = forecaster(
+        "train", REPO / "configs" / "demo-gru.yaml", "--json",
+        "--set", f"data.path={tmp_path / 'demo.csv'}", "--set", f"tracking.state_dir={tmp_path / 'state'}",
+        "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=3", "--set", "train.progress=false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("mse", "mae", "mae_original", "rmse_original", "smape", "mase", "run_id"):
+        assert key in summary
+    assert summary["mse"] > 0 and len(summary["run_id"]) == 32
+    assert (tmp_path / "state" / "mlflow.db").is_file()
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,201 @@
+"""MLflow: run records, nesting, metric histories, artifacts, the registry alias, and the pyfunc model,
+against the embedded SQLite store and against a real `mlflow server`."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from forecaster.bundle import ModelBundle
+from forecaster.config import load_config
+from forecaster.tracking import tracking_uri
+from pipelines import compare, train
+
+pytestmark = pytest.mark.slow
+
+
+def tiny(config_name, tmp_path, repo_root, **overrides):
+    base = {
+        "data.path": str(repo_root / "data" / "demo.csv"), "tracking.state_dir": str(tmp_path / "state"),
+        "train.max_epochs": 2, "train.limit_train_batches": 4, "train.progress": False,
+        "model.hidden_size": 8,
+    }
+    return load_config(repo_root / "configs" / config_name, {**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, repo_root):
+    tmp_path = tmp_path_factory.mktemp("compare")
+    config = tiny("demo.yaml", tmp_path, repo_root, **{"compare.models": ["gru", "naive", "seasonal_naive"]})
+    return config, compare.run(config)
+
+
+def test_compare_nests_one_child_run_per_model_under_a_parent(compared):
+    config, result = compared
+    client = MlflowClient(tracking_uri(config.tracking), registry_uri=tracking_uri(config.tracking))
+    children = client.search_runs(
+        [client.get_experiment_by_name(config.tracking.experiment).experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+    )
+    assert sorted(run.data.tags["forecaster.model"] for run in children) == ["gru", "naive", "seasonal_naive"]
+    assert all(run.info.status == "FINISHED" for run in children)
+    assert list(result.leaderboard[result.metric]) == sorted(result.leaderboard[result.metric])
+
+
+def test_per_epoch_metrics_use_the_epoch_as_step(compared):
+    config, result = compared
+    client = MlflowClient(tracking_uri(config.tracking), registry_uri=tracking_uri(config.tracking))
+    gru = next(r for r in result.results if r.name == "gru")
+    for key in ("val/loss", "train/loss", "train/grad_norm", "train/clipped_share", "train/lr"):
+        history = client.get_metric_history(gru.run_id, key)
+        assert [m.step for m in history] == [0, 1], key
+    run = client.get_run(gru.run_id)
+    assert run.data.params["model.cell"] == "gru" and run.data.params["window.lookback"] == "72"
+    assert "test/mse" in run.data.metrics and "test/mase" in run.data.metrics
+    assert run.data.tags["data.sha256"] and int(run.data.tags["data.series"]) >= 3
+
+
+def test_runs_hold_config_plots_report_and_model(compared):
+    config, result = compared
+    gru = next(r for r in result.results if r.name == "gru")
+    artifacts = mlflow.artifacts.download_artifacts(run_id=gru.run_id, tracking_uri=tracking_uri(config.tracking))
+    names = {str(p.relative_to(artifacts)) for p in __import__("pathlib").Path(artifacts).rglob("*") if p.is_file()}
+    assert {"config.yaml", "data/fingerprint.json", "data/validation_report.txt", "error_by_step.json",
+            "plots/error_by_step.png"} <= names
+    assert any(name.startswith("plots/forecast_") for name in names)
+    parent = mlflow.artifacts.download_artifacts(run_id=result.parent_run_id,
+                                                 tracking_uri=tracking_uri(config.tracking))
+    assert os.path.isfile(os.path.join(parent, "leaderboard.csv"))
+    assert os.path.isfile(os.path.join(parent, "plots", "leaderboard.png"))
+
+
+def test_alias_moves_only_when_the_winner_beats_seasonal_naive(compared):
+    config, result = compared
+    client = MlflowClient(tracking_uri(config.tracking), registry_uri=tracking_uri(config.tracking))
+    floor = float(result.leaderboard.loc[result.leaderboard.model == "seasonal_naive", result.metric].iloc[0])
+    best = float(result.leaderboard[result.metric].iloc[0])
+    if best < floor:
+        version = client.get_model_version_by_alias(config.registry.name, config.registry.alias)
+        assert str(version.version) == result.registered_version and result.alias_moved
+        assert version.tags["forecaster.model"] == result.winner
+    else:
+        assert not result.alias_moved and "does not beat" in result.decision
+
+
+def test_alias_stays_when_only_baselines_compete(tmp_path, repo_root):
+    config = tiny("demo.yaml", tmp_path, repo_root, **{"compare.models": ["seasonal_naive", "naive"]})
+    result = compare.run(config)
+    assert not result.alias_moved and result.registered_version is None
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        MlflowClient(tracking_uri(config.tracking), registry_uri=tracking_uri(config.tracking)).get_model_version_by_alias(config.registry.name, "champion")
+
+
+def test_pyfunc_model_predicts_like_the_bundle_and_loads_without_pickles(compared, repo_root, monkeypatch):
+    config, result = compared
+    gru = next(r for r in result.results if r.name == "gru")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri(config.tracking))  # restored after the test
+    mlflow.set_tracking_uri(tracking_uri(config.tracking))
+    history = pd.read_csv(repo_root / "data" / "demo.csv")
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    model = mlflow.pyfunc.load_model(gru.model_uri)
+    served = model.predict(history)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=gru.model_uri)
+    direct = ModelBundle.load(os.path.join(local, "artifacts", "bundle")).predict(history).frame
+    assert len(served) == history["series_id"].nunique() * config.window.horizon
+    np.testing.assert_allclose(served["forecast"].to_numpy(), direct["forecast"].to_numpy(), rtol=1e-6)
+    assert set(served["series_id"]) == set(history["series_id"])
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url, process, seconds=90):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early: {process.stdout.read() if process.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server on 127.0.0.1: free port, SQLite backend, local artifact store; torn down after."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_training_against_a_real_tracking_server(mlflow_server, tmp_path, repo_root, monkeypatch):
+    config = tiny("demo-lstm.yaml", tmp_path, repo_root, **{"tracking.uri": mlflow_server})
+    result = train.run(config)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(result.run_id, "val/loss")] == [0, 1]
+    assert abs(run.data.metrics["test/mse"] - result.metrics["mse"]) < 1e-9
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # restored after the test
+    mlflow.set_tracking_uri(mlflow_server)
+    version = mlflow.register_model(result.model_uri, "served").version
+    client.set_registered_model_alias("served", "champion", version)
+    history = pd.read_csv(repo_root / "data" / "demo.csv")
+    forecast = mlflow.pyfunc.load_model("models:/served@champion").predict(history)
+    assert np.isfinite(forecast["forecast"]).all()
+    assert not (tmp_path / "state" / "mlflow.db").exists()  # nothing written to the embedded store
+
+
+def test_mlflow_models_serve_round_trip_over_http(compared, repo_root, monkeypatch):
+    config, result = compared
+    gru = next(r for r in result.results if r.name == "gru")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri(config.tracking))  # restored after the test
+    mlflow.set_tracking_uri(tracking_uri(config.tracking))
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(config.tracking),
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", gru.model_uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", process, seconds=120)
+        history = pd.read_csv(repo_root / "data" / "demo.csv")
+        history = history[history["series_id"] == history["series_id"].iloc[0]].tail(200)
+        body = json.dumps({"dataframe_split": history.to_dict(orient="split")}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = pd.DataFrame(json.loads(response.read())["predictions"])
+        local = mlflow.pyfunc.load_model(gru.model_uri).predict(history)
+        np.testing.assert_allclose(predictions["forecast"].to_numpy(), local["forecast"].to_numpy(), rtol=1e-5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
