@@ -6,6 +6,7 @@ An unknown or ill-typed key is a `ConfigError` that names the key and the file, 
 from __future__ import annotations
 
 import difflib
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,12 @@ class SplitConfig(_Section):
     train_end: int | str | None = None
     val_end: int | str | None = None
     test_end: int | str | None = None
+
+    @field_validator("train_end", "val_end", "test_end", mode="before")
+    @classmethod
+    def _dates_as_text(cls, value: Any) -> Any:
+        """YAML reads an unquoted `2017-06-01` as a date; a border timestamp is text either way."""
+        return value.isoformat() if isinstance(value, date | datetime) else value
 
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> SplitConfig:

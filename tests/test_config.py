@@ -69,3 +69,10 @@ def test_missing_file_and_non_mapping_yaml_are_clear(tmp_path):
 def test_fractions_must_leave_training_rows():
     with pytest.raises(ConfigError, match="val_fraction"):
         load_config(None, ["split.val_fraction=0.5", "split.test_fraction=0.5"])
+
+
+def test_unquoted_yaml_dates_are_accepted_as_border_timestamps(tmp_path):
+    path = tmp_path / "dates.yaml"
+    path.write_text("split:\n  train_end: 2017-06-01\n  val_end: 2017-10-01 00:00:00\n")
+    split = load_config(path).split
+    assert split.train_end == "2017-06-01" and split.val_end.startswith("2017-10-01")
