@@ -123,22 +123,25 @@ class ModelBundle:
 
     # -- prediction ---------------------------------------------------------------------------------
 
-    def predict(self, history: pd.DataFrame, skip_bad_series: bool = False, batch_size: int = 1024) -> BundleForecast:
-        """Forecast `horizon` steps after the last row of every series in `history`."""
-        from forecaster.data.panel import build_panel
+    def predict(
+        self, history: pd.DataFrame, skip_bad_series: bool = False, batch_size: int = 1024, source: str = "<history>",
+    ) -> BundleForecast:
+        """Forecast `horizon` steps after the last row of every series in `history` (`source` names it in errors)."""
+        from forecaster.data.validate import check_columns
 
         if self.config.data.future_covariates:
             raise ModelError("this model uses data.future_covariates, whose future values batch prediction "
                              "cannot read from a history frame yet; retrain without them")
+        check_columns(history, self.config.data, source)
         if skip_bad_series and self.config.data.series_id:
-            panel, skipped = self._panel_skipping_bad(history)
+            panel, skipped = self._panel_skipping_bad(history, source)
         else:
-            panel, skipped = build_panel(history, self._data_config(), source="<history>"), {}
-            skipped.update(_dropped(panel))
-        panel, short = _drop_short(panel, self.lookback, raise_error=not skip_bad_series)
+            panel, skipped = self._panel(history, source), {}
+        skipped.update(_dropped(panel))
+        panel, short = _drop_short(panel, self.lookback, source, raise_error=not skip_bad_series)
         skipped.update(short)
         if panel.n_series == 0:
-            raise DataError(f"no series left to forecast; skipped: {skipped}")
+            raise DataError(f"{source}: no series left to forecast; skipped: {skipped}")
         inputs = self._inputs(panel)
         scaled = self._forecast(inputs, batch_size)  # [S, H, T, Q]
         original = inputs["scaler"].inverse_targets(scaled, inputs["scaler_rows"])  # [S, H, T, Q]
@@ -146,31 +149,32 @@ class ModelBundle:
         origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)}
         return BundleForecast(frame=frame, skipped=skipped, origins=origins)
 
-    def _data_config(self):
-        """The training data config, with the frequency the model was trained at made explicit: history at
-        another frequency is an error, not a silently wrong forecast."""
-        return self.config.data.model_copy(update={"freq": self.freq})
-
-    def _panel_skipping_bad(self, history: pd.DataFrame):
-        """Validate series one at a time, keeping the good ones; the reason for each bad one is reported."""
+    def _panel(self, history: pd.DataFrame, source: str):
+        """The history as a panel, at the frequency the model was trained at: history at another frequency is an
+        error, not a grid the missing-value policy would silently fill."""
         from forecaster.data.panel import build_panel
 
-        column = self.config.data.series_id
-        if column not in history.columns:
-            build_panel(history, self._data_config(), source="<history>")  # raises the column error
+        panel = build_panel(history, self.config.data.model_copy(update={"freq": None}), source=source)
+        if _normalised(panel.freq) != _normalised(self.freq):
+            raise DataError(
+                f"{source}: the history's frequency is '{panel.freq}' but the model was trained on '{self.freq}' "
+                f"data. Resample the history to '{self.freq}', or train a model on '{panel.freq}' data."
+            )
+        return panel
+
+    def _panel_skipping_bad(self, history: pd.DataFrame, source: str):
+        """Validate series one at a time, keeping the good ones; the reason for each bad one is reported."""
         good, skipped = [], {}
-        for series_id, group in history.groupby(column, sort=False):
+        for series_id, group in history.groupby(self.config.data.series_id, sort=False):
             try:
-                build_panel(group, self._data_config(), source="<history>")
+                self._panel(group, source)
             except ForecasterError as exc:
                 skipped[str(series_id)] = str(exc)
                 continue
             good.append(group)
         if not good:
-            raise DataError(f"every series in the history is bad: {skipped}")
-        panel = build_panel(pd.concat(good), self._data_config(), source="<history>")
-        skipped.update(_dropped(panel))
-        return panel, skipped
+            raise DataError(f"{source}: every series in the history is bad: {skipped}")
+        return self._panel(pd.concat(good), source), skipped
 
     def _inputs(self, panel) -> dict[str, Any]:
         """The last `lookback` rows of every series, scaled, followed by `horizon` future rows, as one batch."""
@@ -241,17 +245,23 @@ def _dropped(panel) -> dict[str, str]:
     return {report.series_id: "dropped by data.missing=drop_series" for report in panel.reports if report.dropped}
 
 
-def _drop_short(panel, lookback: int, raise_error: bool):
-    """Series with fewer than `lookback` rows cannot be forecast; raise, or leave them out and report them."""
-    from forecaster.data.splits import check_lengths
+def _normalised(freq: str) -> str:
+    from pandas.tseries.frequencies import to_offset
 
+    return to_offset(freq).freqstr
+
+
+def _drop_short(panel, lookback: int, source: str, raise_error: bool):
+    """Series with fewer than `lookback` rows cannot be forecast; raise, or leave them out and report them."""
     short = np.flatnonzero(panel.lengths < lookback)
     if not len(short):
         return panel, {}
+    reasons = {panel.series_ids[i]: f"{panel.lengths[i]} rows, the model needs the last {lookback}" for i in short}
     if raise_error:
-        check_lengths(panel, lookback, 0)
+        listed = ", ".join(f"'{sid}' ({reason})" for sid, reason in list(reasons.items())[:5])
+        raise DataError(f"{source}: series {listed} have too little history to forecast. Give each series at "
+                        f"least {lookback} rows, or pass --skip-bad-series to forecast the others.")
     keep = np.flatnonzero(panel.lengths >= lookback)
-    reasons = {panel.series_ids[i]: f"{panel.lengths[i]} rows, the model needs {lookback}" for i in short}
     return _subset(panel, keep), reasons
 
 
