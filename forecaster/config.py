@@ -142,6 +142,7 @@ class PredictConfig(_Section):
     output: str = "outputs"
     format: Literal["csv", "parquet"] = "csv"
     engine: Literal["pandas", "spark"] = "pandas"
+    spark_master: str = "local[2]"
     batch_size: int = Field(1024, ge=1)
     skip_bad_series: bool = False
     overwrite: bool = False

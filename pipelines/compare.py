@@ -69,6 +69,9 @@ def run(config: Config) -> CompareResult:
 
     from forecaster import plots
 
+    if config.train.strategy.startswith(("ddp", "fsdp", "deepspeed")) or config.train.num_nodes > 1:
+        raise ConfigError(f"compare trains its models one after another in one process; train.strategy="
+                          f"{config.train.strategy} is for `forecaster train`. Train the chosen model with DDP.")
     setup_tracking(config.tracking)
     datamodule = prepare_data(config)
     models = resolve_models(config)

@@ -2,6 +2,10 @@
 
 `run(config)` is what `forecaster train` calls; `compare` calls `train_in_run` once per model type inside
 its own parent run, on one shared data module so every model sees identical data and splits.
+
+Under a distributed strategy (`train.strategy=ddp`, torchrun, SLURM) every process runs `run(config)`; only
+rank zero touches MLflow, evaluates and logs the model, so one training makes one run. The other ranks only
+join the fit.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +33,13 @@ class TrainResult:
     n_params: int
     train_seconds: float
     best_epoch: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0  # a process of a distributed training other than rank zero logs nothing: no run, no model
 
     def summary(self) -> dict[str, Any]:
         return {
             **self.metrics, "model": self.name, "kind": self.kind, "run_id": self.run_id,
             "model_uri": self.model_uri, "params": self.n_params, "train_seconds": round(self.train_seconds, 3),
-            "best_epoch": self.best_epoch,
+            "best_epoch": self.best_epoch, **({"rank": self.rank} if self.rank else {}),
         }
 
 
@@ -124,9 +128,17 @@ def run(config: Config, resume: bool = False, kind: str = "network") -> TrainRes
     """`forecaster train`: one model in one MLflow run; a rerun with `resume` continues the same run."""
     import mlflow
 
+    from forecaster.training.fit import fit_model, global_rank
+
+    name = model_name(config, kind)
+    devices = config.train.devices if isinstance(config.train.devices, int) else 1
+    rank = global_rank(devices)
+    if rank != 0:
+        fitted = fit_model(config, prepare_data(config), kind, checkpoint_dir(config, name), resume=resume)
+        return TrainResult(name=name, kind=kind, metrics={}, run_id="", model_uri=None, n_params=fitted.n_params,
+                           train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch, rank=rank)
     setup_tracking(config.tracking)
     datamodule = prepare_data(config)
-    name = model_name(config, kind)
     run_id = None
     if resume:
         record = checkpoint_dir(config, name) / "run.json"
@@ -180,6 +192,8 @@ def _log_model(bundle, config: Config, datamodule) -> str:
 
 
 def format_result(result: TrainResult) -> str:
+    if result.rank:
+        return f"rank {result.rank}: trained {result.name} with the other ranks; rank 0 logs the run and the model"
     lines = [f"model {result.name}: {result.n_params:,} parameters, trained in {result.train_seconds:.1f} s"
              + (f", best epoch {result.best_epoch}" if result.best_epoch is not None else "")]
     lines += [f"  test {key:<14} {value:.4f}" for key, value in result.metrics.items()]

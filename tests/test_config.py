@@ -76,3 +76,10 @@ def test_unquoted_yaml_dates_are_accepted_as_border_timestamps(tmp_path):
     path.write_text("split:\n  train_end: 2017-06-01\n  val_end: 2017-10-01 00:00:00\n")
     split = load_config(path).split
     assert split.train_end == "2017-06-01" and split.val_end.startswith("2017-10-01")
+
+
+def test_compare_refuses_multi_process_strategies():
+    from pipelines import compare
+
+    with pytest.raises(ConfigError, match="forecaster train"):
+        compare.run(load_config(None, ["train.strategy=ddp", "train.devices=2"]))

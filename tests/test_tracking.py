@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -114,6 +115,20 @@ def test_pyfunc_model_predicts_like_the_bundle_and_loads_without_pickles(compare
     assert set(served["series_id"]) == set(history["series_id"])
 
 
+def stop(process):
+    """Stop a server and everything it started (uvicorn workers): they share its process group."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+
+
 def free_port():
     import socket
 
@@ -126,7 +141,8 @@ def wait_for(url, process, seconds=90):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited early: {process.stdout.read() if process.stdout else ''}")
+            process.stdout.seek(0)
+            raise RuntimeError(f"server exited early: {process.stdout.read().decode(errors='replace')[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -144,14 +160,13 @@ def mlflow_server(tmp_path_factory):
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 def test_training_against_a_real_tracking_server(mlflow_server, tmp_path, repo_root, monkeypatch):
@@ -183,7 +198,7 @@ def test_mlflow_models_serve_round_trip_over_http(compared, repo_root, monkeypat
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", gru.model_uri, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", process, seconds=120)
@@ -197,5 +212,24 @@ def test_mlflow_models_serve_round_trip_over_http(compared, repo_root, monkeypat
         local = mlflow.pyfunc.load_model(gru.model_uri).predict(history)
         np.testing.assert_allclose(predictions["forecast"].to_numpy(), local["forecast"].to_numpy(), rtol=1e-5)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
+
+
+def test_forecaster_ui_serves_the_embedded_store(compared, repo_root, tmp_path):
+    config, result = compared
+    config_file = tmp_path / "ui.yaml"
+    config_file.write_text(f"tracking:\n  state_dir: {config.tracking.state_dir}\n  experiment: demo\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forecaster.cli", "ui", str(config_file), "--port", str(port)],
+        stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", process, seconds=120)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={result.parent_run_id}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            run = json.loads(response.read())["run"]
+        assert run["info"]["run_id"] == result.parent_run_id
+    finally:
+        stop(process)

@@ -1,8 +1,14 @@
-"""Fit one model on a prepared data module: a recurrent network through a Lightning Trainer, or a baseline."""
+"""Fit one model on a prepared data module: a recurrent network through a Lightning Trainer, or a baseline.
+
+`train.accelerator`, `devices`, `strategy`, `num_nodes` and `precision` go to the Trainer as they are, so
+Lightning's own strategies (`ddp` on CPUs with gloo, on GPUs with NCCL) train one model across processes and
+machines; `global_rank()` tells a process which one it is before the Trainer exists.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +46,21 @@ class NetworkPredictor:
 
     def predict(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
         return self.module(x_past, x_future)
+
+
+def global_rank(devices_per_node: int = 1) -> int:
+    """This process's rank in a distributed training, read from what its launcher set; 0 when not distributed.
+
+    torchrun sets `RANK`; Lightning's own `ddp` launcher re-runs the command with `LOCAL_RANK` (and the user's
+    `NODE_RANK` on other machines); a SLURM step sets `SLURM_PROCID` for every task. `LOCAL_RANK` wins over
+    `SLURM_PROCID` because inside a one-task SLURM job Lightning launches the other ranks itself.
+    """
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if "LOCAL_RANK" not in env and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"])
+    return int(env.get("NODE_RANK", 0)) * devices_per_node + int(env.get("LOCAL_RANK", 0))
 
 
 def network_from_dims(config: Config, dims: dict[str, int]) -> nn.Module:
@@ -92,6 +113,10 @@ def fit_network(
 
     from forecaster.training.callbacks import BestWeights
 
+    if any(word in config.train.strategy for word in ("spawn", "fork", "notebook")):
+        raise TrainingError(f"train.strategy={config.train.strategy}: rank zero would train in a child process "
+                            f"and its best weights would not come back; use train.strategy=ddp, which runs the "
+                            f"command once per process")
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
     network = network_from_dims(config, data_dims(datamodule))
     module = build_module(config, network)
