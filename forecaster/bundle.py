@@ -178,7 +178,7 @@ class ModelBundle:
 
     def _inputs(self, panel) -> dict[str, Any]:
         """The last `lookback` rows of every series, scaled, followed by `horizon` future rows, as one batch."""
-        from forecaster.data.features import future_timestamps
+        from forecaster.data.features import future_grid
         from forecaster.data.panel import Panel
         from forecaster.data.scaling import PanelScaler
         from forecaster.data.windows import WindowDataset
@@ -189,7 +189,7 @@ class ModelBundle:
         n_series, width = panel.n_series, panel.values.shape[1]
         ends = panel.offsets[1:]  # [S]
         past_rows = ends[:, None] - lookback + np.arange(lookback)  # [S, L]
-        future = np.stack([future_timestamps(panel.timestamps[end - 1], panel.freq, horizon) for end in ends])
+        future = future_grid(panel.timestamps[ends - 1], panel.freq, horizon)  # [S, H]
         values = np.full((n_series, lookback + horizon, width), np.nan, dtype=np.float32)  # [S, L + H, V]
         values[:, :lookback] = scaled.values[past_rows]
         stamps = np.concatenate([panel.timestamps[past_rows], future], axis=1)  # [S, L + H]

@@ -41,3 +41,13 @@ def test_future_timestamps_continue_the_grid():
 )
 def test_season_length_by_frequency(freq, season):
     assert season_length(freq) == season
+
+
+@pytest.mark.parametrize("freq", ["h", "15min", "D", "W-MON", "MS"])
+def test_future_grid_matches_the_calendar_series_by_series(freq):
+    from forecaster.data.features import future_grid, future_timestamps
+
+    last = pd.date_range("2024-01-29", periods=3, freq="MS" if freq == "MS" else freq).as_unit("ns").to_numpy()
+    grid = future_grid(last, freq, 5)
+    expected = np.stack([future_timestamps(stamp, freq, 5) for stamp in last])
+    np.testing.assert_array_equal(grid, expected)

@@ -57,6 +57,20 @@ def future_timestamps(last_timestamp: np.datetime64 | pd.Timestamp, freq: str, h
     return stamps[1:].as_unit("ns").to_numpy()
 
 
+def future_grid(last_timestamps: np.ndarray, freq: str, horizon: int) -> np.ndarray:
+    """[S, horizon] datetime64[ns]: the `horizon` grid steps after each of the S `last_timestamps`.
+
+    Fixed-length frequencies (hours, minutes, days) are one broadcast add; calendar ones (weeks, months) go
+    series by series through `future_timestamps`.
+    """
+    try:
+        step = pd.Timedelta(to_offset(freq)).to_timedelta64()
+    except ValueError:
+        return np.stack([future_timestamps(last, freq, horizon) for last in last_timestamps])
+    steps = np.arange(1, horizon + 1, dtype=np.int64) * step  # [H]
+    return np.asarray(last_timestamps, dtype="datetime64[ns]")[:, None] + steps  # [S, H]
+
+
 def season_length(freq: str) -> int:
     """The seasonal period of a frequency: steps per day below a day (hourly 24, 15-minute 96), daily 7,
     weekly 52, monthly 12, quarterly 4, business days 5, anything else 1."""
