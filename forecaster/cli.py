@@ -195,6 +195,10 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    if args.command not in ("ui",):
+        from forecaster.runtime import tune_allocator
+
+        tune_allocator()
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

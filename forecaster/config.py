@@ -107,6 +107,7 @@ class TrainConfig(_Section):
     seed: int = 42
     limit_train_batches: int | float | None = None
     num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"

@@ -199,7 +199,7 @@ def test_skip_bad_series_forecasts_the_rest_and_reports_it(store, tmp_path):
 @pytest.mark.parametrize("settings, expected", [
     ({"model": None}, "predict.model"),
     ({"data": None}, "predict.data"),
-    ({"engine": "spark"}, "not available yet"),
+    ({"engine": "spark", "format": "csv"}, "--format parquet"),
 ])
 def test_incomplete_settings_are_config_errors(store, tmp_path, settings, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -111,12 +111,15 @@ def fit_network(
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+    from forecaster.runtime import tune_allocator, tune_threads
     from forecaster.training.callbacks import BestWeights
 
     if any(word in config.train.strategy for word in ("spawn", "fork", "notebook")):
         raise TrainingError(f"train.strategy={config.train.strategy}: rank zero would train in a child process "
                             f"and its best weights would not come back; use train.strategy=ddp, which runs the "
                             f"command once per process")
+    tune_allocator()
+    tune_threads(config.train.threads)
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
     network = network_from_dims(config, data_dims(datamodule))
     module = build_module(config, network)

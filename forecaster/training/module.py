@@ -92,20 +92,23 @@ class ForecastModule(pl.LightningModule):
         self._shared_step(batch, "test")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Measure the total gradient norm before clipping, then clip as configured."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
+        """Measure the total gradient norm before clipping, then clip as configured: one pass over the
+        gradients for norm clipping, whose torch function returns the norm it measured before clipping."""
+        parameters = [p for p in self.parameters() if p.grad is not None]
+        if not parameters:
             return
-        norm = float(torch.nn.utils.get_total_norm(grads))
+        algorithm = gradient_clip_algorithm or "norm"
+        if gradient_clip_val and algorithm == "norm":
+            norm = float(torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val))
+            clipped = norm > gradient_clip_val
+        else:
+            norm = float(torch.nn.utils.get_total_norm([p.grad for p in parameters]))
+            clipped = False
+            if gradient_clip_val:
+                clipped = any(bool((p.grad.abs() > gradient_clip_val).any()) for p in parameters)
+                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
         self._grad_norms.append(norm)
-        if gradient_clip_val:
-            algorithm = gradient_clip_algorithm or "norm"
-            if algorithm == "norm":
-                clipped = norm > gradient_clip_val
-            else:
-                clipped = any(bool((g.abs() > gradient_clip_val).any()) for g in grads)
-            self._clipped_steps += int(clipped)
-            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=algorithm)
+        self._clipped_steps += int(clipped)
 
     def on_train_epoch_start(self) -> None:
         self._grad_norms = []

@@ -1,0 +1,101 @@
+"""Shared helpers for the benchmarks: the shared-data path, threads, timing, peak memory, machine facts and
+the JSON + markdown output every script writes.
+
+Each benchmark is a script (`python benchmarks/NAME.py ...`) that prints a markdown table and writes
+`benchmarks/results/NAME.json` and `NAME.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED_DATA = Path(os.environ.get("FORECASTER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared_data(relative: str) -> Path:
+    """The path of a file under `../shared/data/` (or `$FORECASTER_SHARED_DATA`); exit with a clear message (status 0: nothing to measure)
+    when the shared data is not there, so a fresh clone elsewhere does not fail."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        print(f"skipped: {path} is absent. The benchmarks read the shared data at ../shared/data/ beside the "
+              "project (see ../shared/data/README.md); nothing to measure without it.", file=sys.stderr)
+        sys.exit(0)
+    return path
+
+
+def set_threads(threads: int) -> int:
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Stopwatch:
+    """`with Stopwatch() as watch: ...` then `watch.seconds`."""
+
+    def __enter__(self) -> Stopwatch:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    cpu, flags = platform.processor(), ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and not cpu.strip():
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    return {
+        "cpu": cpu, "logical_cores": os.cpu_count(), "amx_bf16": "amx_bf16" in flags,
+        "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], command: str,
+                  extra: dict[str, Any] | None = None, notes: str = "") -> str:
+    """Write results/NAME.json (every field) and results/NAME.md (the table); return the markdown."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    payload = {"benchmark": name, "command": command, "machine": info, **(extra or {}), "rows": list(rows)}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    text = (f"Measured {info['date']} on {info['cpu']} ({info['logical_cores']} logical cores), torch "
+            f"{info['torch']}.\n\n`{command}`\n\n{markdown_table(rows, columns)}\n")
+    if notes:
+        text += f"\n{notes}\n"
+    (RESULTS / f"{name}.md").write_text(text)
+    return text

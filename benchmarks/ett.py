@@ -1,0 +1,108 @@
+"""Benchmark: ETTh1 accuracy and cost under the standard protocol (../shared/data/README.md).
+
+Univariate (`--mode uni`: OT in, OT out, configs/etth1-ot.yaml) or multivariate (`--mode multi`: all seven columns
+in and out, configs/etth1-multi.yaml); lookback 96; train rows [0, 8640), validation [8640, 11520), test
+[11520, 14400); every test window (stride 1); MSE and MAE on the standardised scale. For each horizon: the
+repeat-last-value (`naive`) and `linear` baselines, then each network (`rnn`, `lstm`, `gru`, or `cell-strategy`
+such as `lstm-seq2seq`) through `fit_network`, early-stopped on validation loss. Also training windows/s (windows
+seen / training seconds, validation included), prediction origins/s over the test split, wall time and the
+process's peak RSS after each model.
+
+    python benchmarks/ett.py --mode uni --horizons 24 96 [--models naive linear rnn lstm gru] [--threads 1]
+        [--epochs 20] [--set model.hidden_size=128 ...] [--name ett-uni]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, Stopwatch, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
+
+from forecaster.config import BASELINES, load_config, parse_overrides  # noqa: E402
+
+CONFIGS = {"uni": "etth1-ot.yaml", "multi": "etth1-multi.yaml"}
+HORIZONS = (24, 96, 192, 336, 720)
+
+
+def model_overrides(model: str) -> dict[str, str]:
+    """'gru' -> {model.cell: gru}; 'lstm-seq2seq' -> cell and strategy."""
+    cell, _, strategy = model.partition("-")
+    return {"model.cell": cell, **({"model.strategy": strategy} if strategy else {})}
+
+
+def run_one(config, datamodule, model: str) -> dict:
+    from forecaster.evaluation import forecast_windows, score
+    from forecaster.training.fit import fit_baseline, fit_network
+
+    with Stopwatch() as wall:
+        if model in BASELINES:
+            fitted = fit_baseline(model, config, datamodule)
+            epochs = 0
+        else:
+            config = config.with_overrides(model_overrides(model))
+            with tempfile.TemporaryDirectory() as tmp:
+                fitted = fit_network(config, datamodule, Path(tmp))
+            epochs = fitted.epochs_run  # Lightning counts the finished epochs
+        started = time.perf_counter()
+        forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
+        predict_seconds = time.perf_counter() - started
+    metrics = score(forecasts, datamodule)
+    n_train = len(datamodule.train_dataset)
+    return {
+        "model": model, "mse": round(metrics["mse"], 4), "mae": round(metrics["mae"], 4),
+        "params": fitted.n_params, "epochs": epochs, "best_epoch": fitted.best_epoch,
+        "train_windows_per_s": round(n_train * epochs / fitted.train_seconds) if epochs else None,
+        "origins_per_s": round(len(forecasts.pred) / predict_seconds), "test_windows": len(forecasts.pred),
+        "train_s": round(fitted.train_seconds, 1), "wall_s": round(wall.seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=sorted(CONFIGS), default="uni")
+    parser.add_argument("--horizons", type=int, nargs="+", default=[24, 96], choices=HORIZONS)
+    parser.add_argument("--models", nargs="+", default=["naive", "linear", "rnn", "lstm", "gru"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a loaded machine)")
+    parser.add_argument("--epochs", type=int, default=None, help="train.max_epochs (default: the config's)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--name", default=None, help="results file name (default ett-MODE)")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    data = shared_data("ETT-small/ETTh1.csv")
+    threads = set_threads(args.threads)
+    from forecaster.runtime import tune_allocator
+    from pipelines.train import prepare_data
+
+    allocator = tune_allocator()
+    overrides = {"data.path": str(data), "train.progress": False, **parse_overrides(args.set)}
+    if args.epochs:
+        overrides["train.max_epochs"] = args.epochs
+    rows = []
+    for horizon in args.horizons:
+        config = load_config(ROOT / "configs" / CONFIGS[args.mode], overrides={**overrides, "window.horizon": horizon})
+        datamodule = prepare_data(config)
+        for model in args.models:
+            row = {"mode": args.mode, "horizon": horizon, **run_one(config, datamodule, model), "threads": threads}
+            rows.append(row)
+            print(row, flush=True)
+    name = args.name or f"ett-{args.mode}"
+    command = "python benchmarks/ett.py " + " ".join(sys.argv[1:])
+    extra = {"overrides": overrides, "threads": threads, "allocator_tuned": allocator,
+             "lookback": 96, "borders": [8640, 11520, 14400]}
+    print(write_results(name, rows, ["mode", "horizon", "model", "mse", "mae", "epochs", "best_epoch",
+                                     "train_windows_per_s", "origins_per_s", "wall_s", "peak_rss_mb", "threads"],
+                        command, extra))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Benchmark: M4 Weekly, one global model over all 359 series, horizon 13, scored as the competition scores it.
+
+sMAPE and MASE per series, averaged over series; MASE scaled by each series' in-sample one-step naive MAE over its
+whole training row (m = 1 for weekly data); OWA = (sMAPE / 9.161 + MASE / 2.777) / 2. Naive2 (for weekly data
+with m = 1 it is the naive forecast, the last value repeated) is scored first and must reproduce 9.161 / 2.777,
+else the script stops: no other number counts until it does.
+
+Data: every series gets a weekly calendar starting on the same Monday and is stored back to back in one `Panel`
+(training row + the 13 test weeks). Borders per series: train targets [0, n - 13), validation targets the last
+13 training weeks [n - 13, n), test targets the 13 test weeks [n, n + 13), exactly one test window per series.
+The scaler sees only the first n - 13 rows. The shortest series has 80 weeks, so lookback + 13 <= 67 and the
+lookback is at most 54.
+
+    python benchmarks/m4.py [--models naive lstm gru] [--lookback 52] [--threads 1] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Stopwatch, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
+
+HORIZON = 13
+NAIVE2_SMAPE, NAIVE2_MASE = 9.161, 2.777
+START = np.datetime64("2000-01-03", "ns")  # a Monday
+
+
+def read_rows(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    """A wide M4 file -> ids and one float64 array per series (trailing empty cells dropped)."""
+    ids, rows = [], []
+    with path.open(newline="") as file:
+        reader = csv.reader(file)
+        next(reader)  # header: "V1", "V2", ...
+        for record in reader:
+            ids.append(record[0].strip('"'))
+            rows.append(np.array([float(cell) for cell in record[1:] if cell.strip()], dtype=np.float64))
+    return ids, rows
+
+
+def smape_per_series(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """[S, H] each -> [S]: 200 * mean_h |y - f| / (|y| + |f|), as in the M4 competition."""
+    return 200.0 * np.mean(np.abs(actual - forecast) / (np.abs(actual) + np.abs(forecast)), axis=1)
+
+
+def mase_per_series(history: list[np.ndarray], actual: np.ndarray, forecast: np.ndarray, m: int = 1) -> np.ndarray:
+    """[S]: mean_h |y - f| divided by the in-sample seasonal-naive MAE of each whole training row."""
+    scale = np.array([np.mean(np.abs(row[m:] - row[:-m])) for row in history])
+    return np.mean(np.abs(actual - forecast), axis=1) / scale
+
+
+def naive2_weekly(history: list[np.ndarray], horizon: int = HORIZON) -> np.ndarray:
+    """Naive2 for weekly data: M4 treats weekly series with m = 1, so no seasonal adjustment: the last value."""
+    return np.stack([np.repeat(row[-1], horizon) for row in history])
+
+
+def m4_scores(history: list[np.ndarray], actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
+    smape = float(np.mean(smape_per_series(actual, forecast)))
+    mase = float(np.mean(mase_per_series(history, actual, forecast)))
+    return {"smape": smape, "mase": mase, "owa": (smape / NAIVE2_SMAPE + mase / NAIVE2_MASE) / 2}
+
+
+def weekly_panel(ids: list[str], train: list[np.ndarray], test: np.ndarray):
+    """One Panel of training rows followed by test weeks, and the Borders described in the module docstring."""
+    from forecaster.data.panel import Panel
+    from forecaster.data.splits import Borders
+
+    series = [np.concatenate([row, future]) for row, future in zip(train, test, strict=True)]
+    lengths = np.array([len(row) for row in series], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    timestamps = np.concatenate([START + np.arange(n).astype("timedelta64[W]") for n in lengths])
+    panel = Panel(series_ids=ids, offsets=offsets, timestamps=timestamps.astype("datetime64[ns]"),
+                  values=np.concatenate(series).astype(np.float32)[:, None], targets=["value"], covariates=[],
+                  future_covariates=[], freq="W-MON")
+    n_train = lengths - HORIZON
+    return panel, Borders(train_end=n_train - HORIZON, val_end=n_train, test_end=lengths)
+
+
+def forecast_test(model: str, config, datamodule) -> tuple[np.ndarray, dict]:
+    """[S, 13] forecasts in original units for the one test window of each series, and cost figures."""
+    from forecaster.config import BASELINES
+    from forecaster.evaluation import forecast_windows
+    from forecaster.training.fit import fit_baseline, fit_network
+
+    if model in BASELINES:
+        fitted, epochs = fit_baseline(model, config, datamodule), 0
+    else:
+        cell, _, strategy = model.partition("-")
+        config = config.with_overrides({"model.cell": cell, **({"model.strategy": strategy} if strategy else {})})
+        with tempfile.TemporaryDirectory() as tmp:
+            fitted = fit_network(config, datamodule, Path(tmp))
+        epochs = fitted.epochs_run  # Lightning counts the finished epochs
+    started = time.perf_counter()
+    forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
+    predict_seconds = time.perf_counter() - started
+    pred = datamodule.scaler.inverse_targets(forecasts.pred, forecasts.series)[..., 0]  # [S, H]
+    order = np.argsort(forecasts.series)
+    n_train = len(datamodule.train_dataset)
+    cost = {"params": fitted.n_params, "epochs": epochs, "best_epoch": fitted.best_epoch,
+            "train_windows_per_s": round(n_train * epochs / fitted.train_seconds) if epochs else None,
+            "origins_per_s": round(len(pred) / predict_seconds), "train_s": round(fitted.train_seconds, 1)}
+    return pred[order], cost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["naive", "lstm", "gru"])
+    parser.add_argument("--lookback", type=int, default=52)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--name", default="m4-weekly")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    ids, train = read_rows(shared_data("M4/Weekly-train.csv"))
+    test_ids, test_rows = read_rows(shared_data("M4/Weekly-test.csv"))
+    if test_ids != ids:
+        sys.exit("M4 Weekly: the test file's ids differ from the training file's")
+    actual = np.stack(test_rows)  # [S, 13]
+
+    naive2 = m4_scores(train, actual, naive2_weekly(train))
+    print(f"Naive2: sMAPE {naive2['smape']:.3f} (published {NAIVE2_SMAPE}), MASE {naive2['mase']:.3f} "
+          f"(published {NAIVE2_MASE}), OWA {naive2['owa']:.3f}", flush=True)
+    if round(naive2["smape"], 3) != NAIVE2_SMAPE or round(naive2["mase"], 3) != NAIVE2_MASE:
+        sys.exit("Naive2 does not reproduce the published scores: the scoring is wrong, no other number counts")
+
+    threads = set_threads(args.threads)
+    from forecaster.config import Config, parse_overrides
+    from forecaster.data.datamodule import ForecastDataModule
+    from forecaster.runtime import tune_allocator
+
+    allocator = tune_allocator()
+    overrides = {"window.lookback": args.lookback, "window.horizon": HORIZON, "model.season_length": 1,
+                 "train.progress": False, **parse_overrides(args.set)}
+    config = Config().with_overrides(overrides)
+    panel, borders = weekly_panel(ids, train, actual)
+    datamodule = ForecastDataModule(config, panel, borders)
+    datamodule.setup()
+    rows = [{"model": "Naive2 (numpy)", **{k: round(v, 3) for k, v in naive2.items()}}]
+    for model in args.models:
+        with Stopwatch() as wall:
+            pred, cost = forecast_test(model, config, datamodule)
+        scores = m4_scores(train, actual, pred)
+        rows.append({"model": model, **{k: round(v, 3) for k, v in scores.items()}, **cost,
+                     "wall_s": round(wall.seconds, 1), "peak_rss_mb": round(peak_rss_mb()), "threads": threads})
+        print(rows[-1], flush=True)
+    command = "python benchmarks/m4.py " + " ".join(sys.argv[1:])
+    extra = {"overrides": overrides, "naive2": naive2, "allocator_tuned": allocator, "threads": threads}
+    notes = ("Published (sMAPE / MASE / OWA): Naive2 9.161 / 2.777 / 1.000; Theta 9.093 / 2.637 / 0.971; "
+             "M4 RNN benchmark 15.220 / 5.132 / 1.755; best weekly entry 6.582 / 2.107 / 0.739.")
+    print(write_results(args.name, rows, ["model", "smape", "mase", "owa", "epochs", "best_epoch",
+                                          "train_windows_per_s", "origins_per_s", "wall_s", "peak_rss_mb", "threads"],
+                        command, extra, notes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Benchmark: training and prediction throughput of the reference model, through the library and bare.
+
+Reference: LSTM, hidden 64, 2 layers, direct, lookback 96, horizon 24, batch 64, float32 on ETTh1 OT
+(configs/etth1-ot.yaml, the library's defaults otherwise: RevIN, channel-independent). In one process:
+
+- `kernel train`: the same network's forward + MSE + backward + clip + AdamW step over pre-built batch tensors;
+- `pipeline train`: `fit_network` (Lightning Trainer, DataLoader over `WindowDataset`), timed over the training
+  epochs only (a callback stops the clock around validation);
+- `kernel predict` / `pipeline predict`: forward passes over pre-built tensors vs `forecast_windows` over the
+  test DataLoader, at the training batch size and at larger ones;
+- the options: training batch 256, glibc malloc thresholds (`forecaster.runtime.tune_allocator`), bfloat16 autocast, torch.compile.
+
+The allocator is measured first untuned, then tuned for the rest of the run (mallopt cannot be undone cleanly).
+`overhead` = pipeline seconds / kernel seconds - 1 for the same windows.
+
+    python benchmarks/speed.py [--threads 2] [--epochs 2] [--compile] [--skip-bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
+
+from forecaster.config import load_config  # noqa: E402
+
+REFERENCE = {"model.cell": "lstm", "model.strategy": "direct", "model.hidden_size": 64, "model.num_layers": 2,
+             "window.lookback": 96, "window.horizon": 24, "train.batch_size": 64, "train.precision": "32-true",
+             "train.progress": False}
+
+
+class TrainClock:
+    """A Lightning callback that adds up the seconds spent in training epochs, validation excluded."""
+
+    def __new__(cls):
+        import pytorch_lightning as pl
+
+        class _Clock(pl.Callback):
+            def __init__(self):
+                self.seconds, self.batches, self.windows = 0.0, 0, 0
+
+            def on_train_epoch_start(self, trainer, module):
+                self._start = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                self.batches += 1
+                self.windows += int(batch["y"].shape[0])
+
+            def on_train_epoch_end(self, trainer, module):
+                self.seconds += time.perf_counter() - self._start
+
+        return _Clock()
+
+
+def batches_of(dataset, batch_size: int, shuffle: bool, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """Pre-built batches: the kernel loop's input, gathered before the clock starts."""
+    order = torch.randperm(len(dataset)) if shuffle else torch.arange(len(dataset))
+    chunks = order.split(batch_size)[:limit]
+    return [dataset.__getitems__(chunk.tolist()) for chunk in chunks]
+
+
+def kernel_train(network, batches, autocast: bool = False, step_fn=None) -> float:
+    """Seconds for one pass of forward, MSE, backward, clip and AdamW step over `batches`."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    network.train()
+
+    def step(batch):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            pred = network(batch["x_past"], batch["x_future"])[..., 0]  # [B, H, T]
+        loss = torch.mean((pred.float() - batch["y"]) ** 2)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+
+    step = step_fn(step) if step_fn else step
+    step(batches[0])  # warm-up, not timed
+    started = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return time.perf_counter() - started
+
+
+def kernel_predict(network, batches, autocast: bool = False) -> float:
+    network.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        network(batches[0]["x_past"], batches[0]["x_future"])
+        started = time.perf_counter()
+        for batch in batches:
+            network(batch["x_past"], batch["x_future"])
+    return time.perf_counter() - started
+
+
+def pipeline_train(config, datamodule, epochs: int) -> tuple[float, int, object]:
+    from forecaster.training.fit import fit_network
+
+    clock = TrainClock()
+    config = config.with_overrides({"train.max_epochs": epochs, "train.patience": 0})
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted = fit_network(config, datamodule, Path(tmp), extra_callbacks=[clock])
+    return clock.seconds, clock.windows, fitted
+
+
+def pipeline_predict(predictor, datamodule, batch_size: int) -> tuple[float, int]:
+    from forecaster.evaluation import forecast_windows
+
+    loader = datamodule.dataloader("test")
+    loader = torch.utils.data.DataLoader(loader.dataset, batch_size=batch_size, collate_fn=loader.collate_fn)
+    forecast_windows(predictor, [next(iter(loader))])  # warm-up
+    started = time.perf_counter()
+    forecasts = forecast_windows(predictor, loader)
+    return time.perf_counter() - started, len(forecasts.pred)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs through the pipeline")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
+    parser.add_argument("--skip-bf16", action="store_true")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    shared_data("ETT-small/ETTh1.csv")
+    threads = set_threads(args.threads)
+
+    from forecaster.runtime import tune_allocator
+    from forecaster.training.fit import data_dims, network_from_dims
+    from pipelines.train import prepare_data
+
+    config = load_config(ROOT / "configs" / "etth1-ot.yaml", overrides=REFERENCE)
+    config = config.with_overrides({"data.path": str(shared_data("ETT-small/ETTh1.csv"))})
+    datamodule = prepare_data(config)
+    dims = data_dims(datamodule)
+    train_batches = batches_of(datamodule.train_dataset, 64, shuffle=True)
+    n_train = sum(len(b["y"]) for b in train_batches)
+    rows: list[dict] = []
+
+    def add(name: str, kind: str, seconds: float, windows: int, batch: int, note: str = "", base: float | None = None):
+        rate = windows / seconds
+        rows.append({"measure": name, "kind": kind, "batch": batch, "threads": threads, "windows": windows,
+                     "seconds": round(seconds, 3), "per_s": round(rate), "note": note,
+                     "vs_base": round(rate / base, 2) if base else None})
+        print(rows[-1], flush=True)
+        return rate
+
+    def fresh():
+        torch.manual_seed(0)
+        return network_from_dims(config, dims)
+
+    base = add("kernel train", "train", kernel_train(fresh(), train_batches), n_train, 64, "glibc malloc defaults")
+    allocator = tune_allocator()
+    kernel_rate = add("kernel train", "train", kernel_train(fresh(), train_batches), n_train, 64,
+                      f"tuned allocator ({allocator})", base)
+    seconds, windows, fitted = pipeline_train(config, datamodule, args.epochs)
+    pipe_rate = add("pipeline train (fit_network)", "train", seconds, windows, 64, "tuned allocator", kernel_rate)
+    overhead_train = kernel_rate / pipe_rate - 1
+    large_batches = batches_of(datamodule.train_dataset, 256, shuffle=True)
+    add("kernel train", "train", kernel_train(fresh(), large_batches), n_train, 256, "tuned allocator", kernel_rate)
+    seconds, windows, _ = pipeline_train(config.with_overrides({"train.batch_size": 256}), datamodule, args.epochs)
+    add("pipeline train (fit_network)", "train", seconds, windows, 256, "tuned allocator", kernel_rate)
+
+    test_sets = {size: batches_of(datamodule.test_dataset, size, shuffle=False) for size in (64, 1024)}
+    n_test = len(datamodule.test_dataset)
+    network = fitted.network
+    predict_base = add("kernel predict", "predict", kernel_predict(network, test_sets[64]), n_test, 64)
+    pipe_predict = {}
+    for size in (64, 1024):
+        if size != 64:
+            add("kernel predict", "predict", kernel_predict(network, test_sets[size]), n_test, size, "", predict_base)
+        seconds, windows = pipeline_predict(fitted.predictor, datamodule, size)
+        pipe_predict[size] = add("pipeline predict (forecast_windows)", "predict", seconds, windows, size, "",
+                                 predict_base)
+
+    if not args.skip_bf16:
+        try:
+            add("kernel train", "train", kernel_train(fresh(), train_batches, autocast=True), n_train, 64,
+                "bf16 autocast", kernel_rate)
+            add("kernel predict", "predict", kernel_predict(network, test_sets[1024], autocast=True), n_test, 1024,
+                "bf16 autocast", predict_base)
+        except RuntimeError as exc:  # oneDNN refusing the LSTM under bf16 autocast
+            rows.append({"measure": "bf16 autocast", "note": f"failed: {str(exc).splitlines()[0][:160]}"})
+            print(rows[-1], flush=True)
+    if args.compile:
+        compiled = torch.compile(fresh())
+        started = time.perf_counter()
+        kernel_train(compiled, train_batches[:2])
+        compile_seconds = time.perf_counter() - started
+        add("kernel train", "train", kernel_train(compiled, train_batches), n_train, 64,
+            f"torch.compile (compile {compile_seconds:.0f} s)", kernel_rate)
+
+    extra = {"threads": threads, "reference": REFERENCE, "train_windows_per_epoch": n_train,
+             "test_windows": n_test, "pipeline_train_overhead": round(overhead_train, 3),
+             "pipeline_predict_overhead_batch64": round(predict_base / pipe_predict[64] - 1, 3),
+             "peak_rss_mb": round(peak_rss_mb())}
+    command = f"python benchmarks/speed.py --threads {args.threads} --epochs {args.epochs}" + (
+        " --compile" if args.compile else "")
+    notes = (f"Pipeline training adds {overhead_train:.1%} to the bare kernel's time; prediction at batch 64 adds "
+             f"{extra['pipeline_predict_overhead_batch64']:.1%}. `vs_base`: rate over the first row of its kind "
+             f"(train: tuned-allocator kernel, except the first line's base; predict: kernel at batch 64). "
+             f"Peak RSS {extra['peak_rss_mb']} MiB.")
+    print(write_results("speed", rows, ["measure", "batch", "threads", "per_s", "vs_base", "seconds", "note"],
+                        command, extra, notes))
+
+
+if __name__ == "__main__":
+    main()

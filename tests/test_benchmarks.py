@@ -1,0 +1,42 @@
+"""The M4 scoring in benchmarks/m4.py on hand-computed examples: sMAPE, MASE, OWA and weekly Naive2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from m4 import NAIVE2_MASE, NAIVE2_SMAPE, m4_scores, mase_per_series, naive2_weekly, smape_per_series  # noqa: E402
+
+
+def test_smape_matches_the_competition_formula_per_series():
+    actual = np.array([[100.0, 100.0], [10.0, 30.0]])
+    forecast = np.array([[100.0, 50.0], [20.0, 30.0]])
+    # series 1: (0 + 200*50/150) / 2 = 33.33; series 2: (200*10/30 + 0) / 2 = 33.33
+    assert smape_per_series(actual, forecast) == pytest.approx([100 / 3, 100 / 3])
+
+
+def test_mase_scales_by_the_whole_training_rows_one_step_naive_error():
+    history = [np.array([1.0, 3.0, 2.0, 4.0]), np.array([5.0, 5.0, 6.0])]  # naive MAEs: 5/3 and 1/2
+    actual = np.array([[4.0, 4.0], [6.0, 6.0]])
+    forecast = np.array([[5.0, 2.0], [6.0, 7.0]])  # MAEs 1.5 and 0.5
+    assert mase_per_series(history, actual, forecast) == pytest.approx([1.5 / (5 / 3), 0.5 / 0.5])
+
+
+def test_weekly_naive2_repeats_the_last_value():
+    forecast = naive2_weekly([np.array([1.0, 2.0, 7.0]), np.array([3.0, 9.0])], horizon=3)
+    assert forecast.tolist() == [[7.0, 7.0, 7.0], [9.0, 9.0, 9.0]]
+
+
+def test_owa_is_one_for_scores_equal_to_naive2s():
+    history = [np.array([0.0, 1.0])]  # scale 1
+    actual = np.array([[1.0]])
+    # |y - f| = MASE; choose f so that MASE = 2.777, then sMAPE follows and OWA = mean of the two ratios.
+    forecast = np.array([[1.0 + NAIVE2_MASE]])
+    scores = m4_scores(history, actual, forecast)
+    assert scores["mase"] == pytest.approx(NAIVE2_MASE)
+    assert scores["owa"] == pytest.approx((scores["smape"] / NAIVE2_SMAPE + 1.0) / 2)
