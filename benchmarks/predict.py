@@ -45,6 +45,20 @@ def synthetic_history(n_series: int, rows: int, seed: int = 0) -> pd.DataFrame:
     })
 
 
+def train_small_model(root: Path, cell: str, hidden_size: int):
+    """A model trained on the demo data for two batches, logged to an embedded store under `root`: its weights
+    do not change how fast it predicts. Returns the train job's result (`.model_uri`) and the config."""
+    from forecaster.config import load_config
+    from pipelines import train
+
+    config = load_config(REPO_ROOT / "configs" / "demo-lstm.yaml", {
+        "data.path": str(REPO_ROOT / "data" / "demo.csv"), "model.cell": cell, "model.hidden_size": hidden_size,
+        "train.max_epochs": 1, "train.limit_train_batches": 2, "train.progress": False,
+        "tracking.state_dir": str(root / "state"), "tracking.experiment": "benchmark",
+    })
+    return train.run(config), config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=10_000)
@@ -57,18 +71,12 @@ def main() -> None:
 
     import torch
 
-    from forecaster.config import load_config
     from forecaster.serving.resolve import resolve_model
-    from pipelines import predict, train
+    from pipelines import predict
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         root = Path(tmp)
-        config = load_config(REPO_ROOT / "configs" / "demo-lstm.yaml", {
-            "data.path": str(REPO_ROOT / "data" / "demo.csv"), "model.cell": args.cell,
-            "model.hidden_size": args.hidden_size, "train.max_epochs": 1, "train.limit_train_batches": 2,
-            "train.progress": False, "tracking.state_dir": str(root / "state"), "tracking.experiment": "benchmark",
-        })
-        trained = train.run(config)
+        trained, config = train_small_model(root, args.cell, args.hidden_size)
         bundle = resolve_model(trained.model_uri).bundle
 
         history = synthetic_history(args.series, rows=bundle.lookback + bundle.horizon)

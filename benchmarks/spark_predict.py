@@ -35,22 +35,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from predict import synthetic_history  # benchmarks/predict.py
+    from predict import synthetic_history, train_small_model  # benchmarks/predict.py
 
-    from forecaster.config import load_config
     from forecaster.serving.resolve import resolve_model
     from forecaster.serving.spark import predict_spark, spark_session
-    from pipelines import predict, train
+    from pipelines import predict
 
     results = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         root = Path(tmp)
-        config = load_config(REPO_ROOT / "configs" / "demo-lstm.yaml", {
-            "data.path": str(REPO_ROOT / "data" / "demo.csv"), "model.cell": args.cell,
-            "model.hidden_size": args.hidden_size, "train.max_epochs": 1, "train.limit_train_batches": 2,
-            "train.progress": False, "tracking.state_dir": str(root / "state"), "tracking.experiment": "benchmark",
-        })
-        trained = train.run(config)
+        trained, config = train_small_model(root, args.cell, args.hidden_size)
         model = resolve_model(trained.model_uri)
 
         started = time.perf_counter()
