@@ -15,6 +15,7 @@ day's batch replaces that day and leaves the others. The same job runs on a clus
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import tempfile
 import time
@@ -126,6 +127,9 @@ def spark_session(master: str = DEFAULT_MASTER):
     """A session configured as `predict_spark` needs it: UTC, per-partition overwrite, Arrow, this interpreter."""
     from pyspark.sql import SparkSession
 
+    # Python workers run `PYSPARK_PYTHON`, else whatever `python3` is first on PATH, which need not have
+    # forecaster's packages; local workers should run this interpreter unless the user chose another.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (SparkSession.builder.master(master).appName("forecaster-predict")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
