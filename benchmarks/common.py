@@ -99,3 +99,30 @@ def write_results(name: str, rows: Sequence[dict[str, Any]], columns: Sequence[s
         text += f"\n{notes}\n"
     (RESULTS / f"{name}.md").write_text(text)
     return text
+
+
+def fit_and_forecast(model: str, config, datamodule) -> tuple[Any, Any, dict[str, Any]]:
+    """Fit `model` (a baseline name, a cell, or `cell-strategy` such as `lstm-seq2seq`) through the library's own
+    code path and forecast every test window. Returns (fitted, forecasts, cost figures)."""
+    import tempfile
+
+    from forecaster.config import BASELINES
+    from forecaster.evaluation import forecast_windows
+    from forecaster.training.fit import fit_baseline, fit_network
+
+    if model in BASELINES:
+        fitted, epochs = fit_baseline(model, config, datamodule), 0
+    else:
+        cell, _, strategy = model.partition("-")
+        config = config.with_overrides({"model.cell": cell, **({"model.strategy": strategy} if strategy else {})})
+        with tempfile.TemporaryDirectory() as tmp:
+            fitted = fit_network(config, datamodule, Path(tmp))
+        epochs = fitted.epochs_run  # Lightning counts the finished epochs
+    started = time.perf_counter()
+    forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
+    predict_seconds = time.perf_counter() - started
+    n_train = len(datamodule.train_dataset)
+    cost = {"params": fitted.n_params, "epochs": epochs, "best_epoch": fitted.best_epoch,
+            "train_windows_per_s": round(n_train * epochs / fitted.train_seconds) if epochs else None,
+            "origins_per_s": round(len(forecasts.pred) / predict_seconds), "train_s": round(fitted.train_seconds, 1)}
+    return fitted, forecasts, cost

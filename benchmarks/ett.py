@@ -17,52 +17,29 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Stopwatch, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
+from common import ROOT, Stopwatch, fit_and_forecast, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
 
-from forecaster.config import BASELINES, load_config, parse_overrides  # noqa: E402
+from forecaster.config import load_config, parse_overrides  # noqa: E402
 
 CONFIGS = {"uni": "etth1-ot.yaml", "multi": "etth1-multi.yaml"}
 HORIZONS = (24, 96, 192, 336, 720)
 
 
-def model_overrides(model: str) -> dict[str, str]:
-    """'gru' -> {model.cell: gru}; 'lstm-seq2seq' -> cell and strategy."""
-    cell, _, strategy = model.partition("-")
-    return {"model.cell": cell, **({"model.strategy": strategy} if strategy else {})}
-
-
 def run_one(config, datamodule, model: str) -> dict:
-    from forecaster.evaluation import forecast_windows, score
-    from forecaster.training.fit import fit_baseline, fit_network
+    from forecaster.evaluation import score
 
     with Stopwatch() as wall:
-        if model in BASELINES:
-            fitted = fit_baseline(model, config, datamodule)
-            epochs = 0
-        else:
-            config = config.with_overrides(model_overrides(model))
-            with tempfile.TemporaryDirectory() as tmp:
-                fitted = fit_network(config, datamodule, Path(tmp))
-            epochs = fitted.epochs_run  # Lightning counts the finished epochs
-        started = time.perf_counter()
-        forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
-        predict_seconds = time.perf_counter() - started
+        _, forecasts, cost = fit_and_forecast(model, config, datamodule)
     metrics = score(forecasts, datamodule)
-    n_train = len(datamodule.train_dataset)
     return {
-        "model": model, "mse": round(metrics["mse"], 4), "mae": round(metrics["mae"], 4),
-        "params": fitted.n_params, "epochs": epochs, "best_epoch": fitted.best_epoch,
-        "train_windows_per_s": round(n_train * epochs / fitted.train_seconds) if epochs else None,
-        "origins_per_s": round(len(forecasts.pred) / predict_seconds), "test_windows": len(forecasts.pred),
-        "train_s": round(fitted.train_seconds, 1), "wall_s": round(wall.seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
+        "model": model, "mse": round(metrics["mse"], 4), "mae": round(metrics["mae"], 4), **cost,
+        "test_windows": len(forecasts.pred), "wall_s": round(wall.seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
     }
 
 

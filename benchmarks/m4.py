@@ -20,8 +20,6 @@ import argparse
 import csv
 import logging
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Stopwatch, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
+from common import Stopwatch, fit_and_forecast, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
 
 HORIZON = 13
 NAIVE2_SMAPE, NAIVE2_MASE = 9.161, 2.777
@@ -88,28 +86,9 @@ def weekly_panel(ids: list[str], train: list[np.ndarray], test: np.ndarray):
 
 def forecast_test(model: str, config, datamodule) -> tuple[np.ndarray, dict]:
     """[S, 13] forecasts in original units for the one test window of each series, and cost figures."""
-    from forecaster.config import BASELINES
-    from forecaster.evaluation import forecast_windows
-    from forecaster.training.fit import fit_baseline, fit_network
-
-    if model in BASELINES:
-        fitted, epochs = fit_baseline(model, config, datamodule), 0
-    else:
-        cell, _, strategy = model.partition("-")
-        config = config.with_overrides({"model.cell": cell, **({"model.strategy": strategy} if strategy else {})})
-        with tempfile.TemporaryDirectory() as tmp:
-            fitted = fit_network(config, datamodule, Path(tmp))
-        epochs = fitted.epochs_run  # Lightning counts the finished epochs
-    started = time.perf_counter()
-    forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
-    predict_seconds = time.perf_counter() - started
+    _, forecasts, cost = fit_and_forecast(model, config, datamodule)
     pred = datamodule.scaler.inverse_targets(forecasts.pred, forecasts.series)[..., 0]  # [S, H]
-    order = np.argsort(forecasts.series)
-    n_train = len(datamodule.train_dataset)
-    cost = {"params": fitted.n_params, "epochs": epochs, "best_epoch": fitted.best_epoch,
-            "train_windows_per_s": round(n_train * epochs / fitted.train_seconds) if epochs else None,
-            "origins_per_s": round(len(pred) / predict_seconds), "train_s": round(fitted.train_seconds, 1)}
-    return pred[order], cost
+    return pred[np.argsort(forecasts.series)], cost
 
 
 def main() -> None:
