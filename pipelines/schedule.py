@@ -71,9 +71,12 @@ def run_cycle(config: Config) -> CycleReport:
         detail = comparison.decision
         log.info("retrain: %s", comparison.decision)
     model = config.predict.model or f"models:/{config.registry.name}@{config.registry.alias}"
-    result = predict.run(config.with_overrides({"predict.model": model}))
+    data = config.predict.data or config.data.path  # by default the file training reads, kept up to date
+    result = predict.run(config.with_overrides({"predict.model": model, "predict.data": data}))
     log.info("%s", predict.format_result(result))
-    return CycleReport(status=result.status, output=str(result.paths.forecast), detail=detail)
+    if isinstance(result, predict.PredictResult):
+        return CycleReport(status=result.status, output=str(result.paths.forecast), detail=detail)
+    return CycleReport(status=predict.WRITTEN, output=str(result.output), detail=detail)  # a Spark batch
 
 
 def run(config: Config, once: bool = False, cycle: Cycle = run_cycle) -> int:

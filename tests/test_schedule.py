@@ -261,3 +261,11 @@ def test_a_retraining_cycle_forecasts_with_the_model_the_alias_points_to_afterwa
     manifest = json.loads(Path(record["output"]).with_suffix(".manifest.json").read_text())
     assert manifest["model"]["version"] == str(champion)
     assert ("moved @champion" in record["detail"]) == (str(champion) != store.version)
+
+
+def test_a_cycle_without_predict_data_forecasts_the_training_file(store, tmp_path):
+    config = store.config.with_overrides({"predict.data": None, "predict.output": str(tmp_path / "out")})
+    report = schedule.run_cycle(config)
+    assert report.status == "written"
+    manifest = json.loads(Path(report.output).with_suffix(".manifest.json").read_text())
+    assert manifest["input"]["path"] == str(Path(config.data.path).resolve())
