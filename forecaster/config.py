@@ -272,8 +272,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     config = build_config(tree, source)
     if overrides:
         flat = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        for key in (key for key in flat if key not in _known_keys()):
-            close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.6)
+        known = _known_keys()
+        for key in (key for key in flat if key not in known):
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set: unknown key '{key}'.{hint}")
         config = build_config(merge(config.to_dict(), unflatten(flat)), f"{source} with --set")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +89,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
 
     from forecaster.bundle import ModelBundle
     from forecaster.evaluation import forecast_windows, score
+    from forecaster.serving.log import log_bundle
     from forecaster.training.callbacks import EpochMlflowLogger
     from forecaster.training.fit import fit_model
 
@@ -117,7 +117,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
     _log_figures(forecasts, datamodule, name)
 
     bundle = ModelBundle.from_fitted(config, datamodule, fitted)
-    model_uri = _log_model(bundle, config, datamodule)
+    model_uri = log_bundle(bundle, example=bundle.example_history(datamodule))
     return TrainResult(
         name=name, kind=kind, metrics=metrics, run_id=run.info.run_id, model_uri=model_uri,
         n_params=fitted.n_params, train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch,
@@ -156,6 +156,7 @@ def _loggable_params(config: Config, kind: str) -> dict[str, Any]:
 
 def _log_figures(forecasts, datamodule, name: str) -> None:
     import mlflow
+    import numpy as np
     import pandas as pd
 
     from forecaster import plots
@@ -168,27 +169,18 @@ def _log_figures(forecasts, datamodule, name: str) -> None:
     plots.close(fig)
 
     panel, lookback = datamodule.panel, datamodule.config.window.lookback
-    scaler = datamodule.scaler
-    pred = scaler.inverse_targets(forecasts.pred, forecasts.series)
-    for series_index in sorted(set(forecasts.series.tolist()))[:4]:
-        window = int(forecasts.series.tolist().index(series_index))  # first test window of this series
+    series, first = np.unique(forecasts.series, return_index=True)  # the first test window of each series
+    series, first = series[:4], first[:4]
+    pred = datamodule.scaler.inverse_targets(forecasts.pred[first], series)  # [4, H, T], original units
+    for index, (series_index, window) in enumerate(zip(series, first, strict=True)):
         origin = int(forecasts.origin[window])
         history = panel.values[origin - lookback : origin, 0]
         actual = panel.values[origin : origin + pred.shape[1], 0]
         series_id = panel.series_ids[series_index]
-        fig = plots.forecast_vs_actual(history, actual, pred[window, :, 0],
+        fig = plots.forecast_vs_actual(history, actual, pred[index, :, 0],
                                        f"{name}: {series_id}, {panel.targets[0]} (first test window)")
         mlflow.log_figure(fig, f"plots/forecast_{series_id}.png")
         plots.close(fig)
-
-
-def _log_model(bundle, config: Config, datamodule) -> str:
-    from forecaster.serving.log import log_bundle
-
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir = Path(tmp) / "bundle"
-        bundle.save(bundle_dir)
-        return log_bundle(bundle_dir, example=bundle.example_history(datamodule))
 
 
 def format_result(result: TrainResult) -> str:

@@ -1,7 +1,8 @@
-"""Log a saved bundle as an MLflow pyfunc model (models-from-code) into the active run."""
+"""Log a bundle as an MLflow pyfunc model (models-from-code) into the active run."""
 
 from __future__ import annotations
 
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -39,19 +40,21 @@ def signature_frames(example: pd.DataFrame, forecast: pd.DataFrame):
     return infer_signature(inputs, outputs)
 
 
-def log_bundle(bundle_dir: Path, example: pd.DataFrame, name: str = "model") -> str:
-    """Log the bundle in `bundle_dir` as a pyfunc model; return its model URI (`models:/m-...`)."""
+def log_bundle(bundle, example: pd.DataFrame, name: str = "model") -> str:
+    """Log `bundle` (a `ModelBundle`) as a pyfunc model into the active run; return its model URI
+    (`models:/m-...`). `example` is a history frame in the training layout; its forecast fixes the signature."""
     import mlflow
 
-    from forecaster.bundle import ModelBundle
-
-    forecast = ModelBundle.load(bundle_dir).predict(example).frame
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-        artifacts={"bundle": str(bundle_dir)},
-        code_paths=[str(Path(forecaster.__file__).parent)],
-        signature=signature_frames(example, forecast),
-        pip_requirements=pip_requirements(),
-    )
+    forecast = bundle.predict(example).frame
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = Path(tmp) / "bundle"
+        bundle.save(bundle_dir)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(Path(forecaster.__file__).parent)],
+            signature=signature_frames(example, forecast),
+            pip_requirements=pip_requirements(),
+        )
     return info.model_uri
