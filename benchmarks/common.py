@@ -101,6 +101,16 @@ def write_results(name: str, rows: Sequence[dict[str, Any]], columns: Sequence[s
     return text
 
 
+def windows_per_epoch(config, n_windows: int) -> int:
+    """Training windows one epoch sees: all of them, or what `train.limit_train_batches` lets through."""
+    limit = config.train.limit_train_batches
+    if limit is None:
+        return n_windows
+    if isinstance(limit, float):
+        return round(n_windows * min(limit, 1.0))
+    return min(n_windows, limit * config.train.batch_size)
+
+
 def fit_and_forecast(model: str, config, datamodule) -> tuple[Any, Any, dict[str, Any]]:
     """Fit `model` (a baseline name, a cell, or `cell-strategy` such as `lstm-seq2seq`) through the library's own
     code path and forecast every test window. Returns (fitted, forecasts, cost figures)."""
@@ -121,7 +131,7 @@ def fit_and_forecast(model: str, config, datamodule) -> tuple[Any, Any, dict[str
     started = time.perf_counter()
     forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
     predict_seconds = time.perf_counter() - started
-    n_train = len(datamodule.train_dataset)
+    n_train = windows_per_epoch(config, len(datamodule.train_dataset))
     cost = {"params": fitted.n_params, "epochs": epochs, "best_epoch": fitted.best_epoch,
             "train_windows_per_s": round(n_train * epochs / fitted.train_seconds) if epochs else None,
             "origins_per_s": round(len(forecasts.pred) / predict_seconds), "train_s": round(fitted.train_seconds, 1)}

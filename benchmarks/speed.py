@@ -35,6 +35,7 @@ from common import ROOT, peak_rss_mb, set_threads, shared_data, write_results  #
 from forecaster.config import load_config  # noqa: E402
 
 REFERENCE = {"model.cell": "lstm", "model.strategy": "direct", "model.hidden_size": 64, "model.num_layers": 2,
+             "model.dropout": 0.1, "train.lr": 0.001,
              "window.lookback": 96, "window.horizon": 24, "train.batch_size": 64, "train.precision": "32-true",
              "train.progress": False}
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from forecaster.errors import ConfigError
 
 Cell = Literal["rnn", "lstm", "gru", "peephole_lstm"]
-Strategy = Literal["direct", "recursive", "seq2seq"]
+Strategy = Literal["direct", "recursive", "seq2seq", "segment"]
 BASELINES = ("naive", "seasonal_naive", "linear")
 
 
@@ -85,6 +85,7 @@ class ModelConfig(_Section):
     loss: Literal["mse", "mae", "huber", "quantile"] = "mse"
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     season_length: int | None = Field(None, ge=1)
+    segment_length: int | None = Field(None, ge=1)
 
     @field_validator("quantiles")
     @classmethod

@@ -40,3 +40,23 @@ def test_owa_is_one_for_scores_equal_to_naive2s():
     scores = m4_scores(history, actual, forecast)
     assert scores["mase"] == pytest.approx(NAIVE2_MASE)
     assert scores["owa"] == pytest.approx((scores["smape"] / NAIVE2_SMAPE + 1.0) / 2)
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(None, 1000), (5, 5 * 64), (100, 1000), (0.25, 250)])
+def test_throughput_counts_only_the_windows_an_epoch_sees(limit, expected):
+    """`train.limit_train_batches` caps an epoch; windows/s computed from every training window would flatter."""
+    from common import windows_per_epoch
+
+    from forecaster.config import Config
+
+    config = Config().with_overrides({"train.limit_train_batches": limit, "train.batch_size": 64})
+    assert windows_per_epoch(config, 1000) == expected
+
+
+def test_seed_summary_reports_mean_and_sample_spread():
+    from ett import seed_summary
+
+    runs = [{"mode": "uni", "horizon": 24, "model": "gru", "mse": mse, "mae": mse * 2} for mse in (0.1, 0.2, 0.3)]
+    summary = seed_summary(runs)
+    assert summary["mse"] == "0.2000 ± 0.1000" and summary["mae"] == "0.4000 ± 0.2000"
+    assert summary["seed"] == "mean of 3"

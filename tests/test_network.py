@@ -56,7 +56,7 @@ CASES = [
     for strategy in STRATEGIES
     for data in DATA
     for options in OPTIONS
-    if not (strategy == "recursive" and OPTIONS[options].get("bidirectional"))
+    if not (strategy in ("recursive", "segment") and OPTIONS[options].get("bidirectional"))
 ]
 
 
@@ -129,11 +129,44 @@ def test_teacher_forcing_with_own_forecasts_reproduces_the_free_run(strategy):
     torch.testing.assert_close(replay, free, atol=1e-4, rtol=1e-5)
 
 
-def test_direct_ignores_y():
-    net = build("direct", "three-targets").eval()
+@pytest.mark.parametrize("strategy", ["direct", "segment"])
+def test_direct_and_segment_ignore_y(strategy):
+    net = build(strategy, "three-targets").eval()
     batch = make_batch("three-targets")
     forced = net(batch["x_past"], batch["x_future"], batch["y"], teacher_forcing=1.0)
     assert torch.equal(forced, net(batch["x_past"], batch["x_future"]))
+
+
+@torch.no_grad()
+def test_segment_strategy_reads_whole_segments_and_pads_the_oldest():
+    """L=10 in segments of 3 is 4 segments, the first padded with the window's first step, so the oldest step
+    still reaches the forecast; H=4 is cut from 2 output segments of 3. Each segment embeds w steps of a row's
+    columns: its own target and the 3 covariate columns."""
+    net = build("segment", "three-targets", "gru", segment_length=3, channel_independent=True, revin=False).eval()
+    assert (net.n_segments_in, net.n_segments_out) == (4, 2)
+    batch = make_batch("three-targets")
+    pred = net(batch["x_past"], batch["x_future"])
+    for step in (0, L - 1):
+        x_past = batch["x_past"].clone()
+        x_past[:, step, 0] += 1.0
+        assert not torch.allclose(net(x_past, batch["x_future"])[:, :, 0], pred[:, :, 0]), f"step {step} unread"
+    assert net.embed[0].in_features == 3 * (1 + 3) and "segments of 3" in net.describe()
+
+
+@torch.no_grad()
+def test_segment_channel_embedding_tells_targets_apart():
+    """Channel-independent rows share weights; the channel embedding is what lets one target's forecast differ
+    from another's on identical histories."""
+    net = build("segment", "three-targets", "gru", channel_independent=True, revin=False).eval()
+    batch = make_batch("three-targets")
+    x_past = batch["x_past"].clone()
+    x_past[..., 1] = x_past[..., 0]
+    x_past[..., 2] = x_past[..., 0]
+    pred = net(x_past, batch["x_future"])[..., 0]
+    assert not torch.allclose(pred[..., 0], pred[..., 1])
+    net.channel.data[:] = net.channel.data[0]
+    same = net(x_past, batch["x_future"])[..., 0]
+    torch.testing.assert_close(same[..., 0], same[..., 1])
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -190,7 +223,8 @@ def test_constructor_defaults_are_the_config_defaults():
             assert parameter.default == getattr(defaults, name), name
 
 
-@pytest.mark.parametrize(("strategy", "option"), [("recursive", "bidirectional"), ("direct", "attention")])
+@pytest.mark.parametrize(("strategy", "option"),
+                         [("recursive", "bidirectional"), ("segment", "bidirectional"), ("direct", "attention")])
 def test_options_that_do_not_apply_are_config_errors(strategy, option):
     with pytest.raises(ConfigError, match=f"model.{option}"):
         RecurrentForecaster(1, 1, 0, L, H, strategy=strategy, **{option: True})

@@ -235,3 +235,15 @@ def test_a_quantile_network_writes_interval_bounds(tmp_path):
     np.testing.assert_allclose(frame["forecast"], frame["forecast_q50"])
     assert frame[["forecast_q10", "forecast_q90"]].notna().all().all()
     assert json.loads(result.paths.manifest.read_text())["model"]["quantiles"] == [0.1, 0.5, 0.9]
+
+
+def test_a_segment_network_comes_back_from_its_bundle_and_forecasts(tmp_path):
+    """A non-default segment length must travel with the model: rebuilt with another, the weights would not load."""
+    store = train_and_register(tmp_path / "store", kind="network",
+                               overrides={"model.strategy": "segment", "model.segment_length": 5,
+                                          "model.hidden_size": 8, "model.num_layers": 1})
+    result = predict.run(predict_config(store, tmp_path))
+    frame = pd.read_csv(result.paths.forecast)
+    horizon = store.config.window.horizon
+    assert frame.groupby("series_id").size().eq(horizon).all()
+    assert np.isfinite(frame["forecast"]).all()

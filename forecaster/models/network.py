@@ -15,6 +15,12 @@ The strategies share the cell, the wrappers and the head's layout; they differ o
   covariates are unknown beyond the lookback, so this strategy does not read them.
 - `seq2seq`: an encoder reads every lookback feature; a decoder of the same cell, started from the encoder's final
   state, rolls out the horizon as `recursive` does, optionally attending over all encoder outputs.
+- `segment`: SegRNN's segment recurrence with parallel multi-step decoding (Lin et al., 2023). The lookback is cut
+  into segments of `segment_length` steps, each embedded by one linear layer, so the cell runs L/w steps instead
+  of L; the horizon's H/w segments are then decoded at once, each by one step of the same cell from the encoder's
+  final state, reading a learned position embedding (which segment) beside a learned channel embedding (which
+  target) and, when there are any, the segment's known-future features. Few recurrent steps mean short gradient
+  paths and fast training; nothing is fed back, so errors do not accumulate.
 
 Two wrappers act around any of them: RevIN (normalise the targets per window, restore the forecast) and channel
 independence (each target variable a row of its own through shared weights).
@@ -36,7 +42,8 @@ from forecaster.models.revin import RevIN
 if TYPE_CHECKING:
     from forecaster.config import ModelConfig
 
-STRATEGIES = ("direct", "recursive", "seq2seq")
+STRATEGIES = ("direct", "recursive", "seq2seq", "segment")
+SEGMENT_LENGTH = 24  # the default segment, cut to the horizon when that is shorter
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
@@ -75,7 +82,7 @@ class RecurrentForecaster(nn.Module):
         n_outputs: int = 1, *, cell: str = "lstm", strategy: str = "direct", hidden_size: int = 64,
         num_layers: int = 2, dropout: float = 0.1, bidirectional: bool = False, attention: bool = False,
         channel_independent: bool = True, revin: bool = True, revin_affine: bool = True,
-        point_index: int | None = None,
+        point_index: int | None = None, segment_length: int | None = None,
     ):
         super().__init__()
         self.n_targets, self.n_past_features, self.n_future_features = n_targets, n_past_features, n_future_features
@@ -83,6 +90,7 @@ class RecurrentForecaster(nn.Module):
         self.cell, self.strategy, self.hidden_size, self.num_layers = cell, strategy, hidden_size, num_layers
         self.bidirectional, self.channel_independent = bidirectional, channel_independent
         self.point_index = n_outputs // 2 if point_index is None else point_index
+        self.segment_length = segment_length or min(SEGMENT_LENGTH, horizon)
         self._check_options(attention)
 
         self.channels = 1 if channel_independent else n_targets  # C: target columns in one row of the core
@@ -90,6 +98,9 @@ class RecurrentForecaster(nn.Module):
         width = (2 if bidirectional else 1) * hidden_size  # E: encoder outputs and decoder state
         step_inputs = self.channels + n_future_features  # a roll-out step reads [y_{t-1}, known_t]
         self.revin = RevIN(n_targets, affine=revin_affine) if revin else None
+        if strategy == "segment":
+            self._build_segments(n_covariates, n_future_features, dropout)
+            return
         if strategy == "recursive":
             self.encoder = make_rnn(cell, step_inputs, hidden_size, num_layers, dropout)
         else:
@@ -103,6 +114,23 @@ class RecurrentForecaster(nn.Module):
         else:
             self.head = nn.Linear(width, self.channels * n_outputs)
 
+    def _build_segments(self, n_covariates: int, n_future_features: int, dropout: float) -> None:
+        """The `segment` strategy's layers: segment embedding, one cell for encoding and decoding, the position
+        and channel embeddings that make each decoder step's input, and a head emitting one segment per step."""
+        width, hidden = self.segment_length, self.hidden_size
+        self.n_segments_in, self.n_segments_out = -(-self.lookback // width), -(-self.horizon // width)
+        self.embed = nn.Sequential(nn.Linear(width * (self.channels + n_covariates), hidden), nn.ReLU())
+        self.encoder = make_rnn(self.cell, hidden, hidden, self.num_layers, dropout)
+        self.decoder = self.attention = None
+        # Half the decoder input says which output segment, half which target (one row of weights when the
+        # targets share a row); torch.randn as in SegRNN, so both start as distinct as the weights they meet.
+        self.position = nn.Parameter(torch.randn(self.n_segments_out, hidden // 2))
+        n_channels = self.n_targets if self.channel_independent else 1
+        self.channel = nn.Parameter(torch.randn(n_channels, hidden - hidden // 2))
+        self.future_embed = nn.Linear(width * n_future_features, hidden) if n_future_features else None
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, width * self.channels * self.n_outputs)
+
     @classmethod
     def from_config(cls, model: ModelConfig, n_targets: int, n_past_features: int, n_future_features: int,
                     lookback: int, horizon: int) -> RecurrentForecaster:
@@ -113,7 +141,7 @@ class RecurrentForecaster(nn.Module):
             point_index=find_point_index(model.loss, model.quantiles),
             cell=model.cell, strategy=model.strategy, hidden_size=model.hidden_size, num_layers=model.num_layers,
             dropout=model.dropout, bidirectional=model.bidirectional, attention=model.attention,
-            channel_independent=model.channel_independent, revin=model.revin,
+            channel_independent=model.channel_independent, revin=model.revin, segment_length=model.segment_length,
         )
 
     def forward(self, x_past: torch.Tensor, x_future: torch.Tensor, y: torch.Tensor | None = None,
@@ -154,6 +182,8 @@ class RecurrentForecaster(nn.Module):
             features = torch.cat([summary, future.flatten(1)], dim=-1)  # [B, E + H*Ff]
             z = self.head(self.dropout(features))  # [B, H*C*Q]
             return _ordered(z.unflatten(-1, (self.horizon, self.channels, self.n_outputs)))  # [B, H, C, Q]
+        if self.strategy == "segment":
+            return self._segment_forecast(torch.cat([targets, covariates], dim=-1), future)
         if self.strategy == "recursive":
             known = covariates[..., covariates.size(-1) - self.n_future_features :]  # [B, L, Ff]
             warmup = torch.cat([targets[:, :-1], known[:, 1:]], dim=-1)  # [B, L-1, C+Ff]: y_{t-1} beside known_t
@@ -162,6 +192,26 @@ class RecurrentForecaster(nn.Module):
         memory, state = self.encoder(torch.cat([targets, covariates], dim=-1))  # memory [B, L, E]
         state = _merge_directions(state, self.num_layers)
         return self._roll_out(self.decoder, state, targets[:, -1], future, teacher, memory)
+
+    def _segment_forecast(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """past [B, L, F], future [B, H, Ff] -> [B, H, C, Q]. A lookback that is not a whole number of segments is
+        padded at its start with its first step; the last output segment is cut to the horizon."""
+        rows, width, n_out = past.size(0), self.segment_length, self.n_segments_out
+        past = _pad_steps(past, self.n_segments_in * width, at_start=True)
+        _, state = self.encoder(self.embed(past.reshape(rows, self.n_segments_in, -1)))  # [layers, B, E] (each)
+        channels = torch.arange(rows, device=past.device) % self.channel.size(0)  # row b*T + t holds target t
+        queries = torch.cat([self.position.expand(rows, -1, -1),
+                             self.channel[channels].unsqueeze(1).expand(-1, n_out, -1)], dim=-1)  # [B, S, E]
+        if self.future_embed is not None:
+            future = _pad_steps(future, n_out * width, at_start=False)
+            queries = queries + self.future_embed(future.reshape(rows, n_out, -1))
+        # Every (row, output segment) pair is one sequence of one step, all started from the row's encoder state.
+        state = tuple(s.repeat_interleave(n_out, dim=1) for s in state) if isinstance(state, tuple) \
+            else state.repeat_interleave(n_out, dim=1)
+        output, _ = self.encoder(queries.reshape(rows * n_out, 1, -1), state)  # [B*S, 1, E]
+        z = self.head(self.dropout(output[:, 0]))  # [B*S, w*C*Q]
+        z = z.reshape(rows, n_out * width, self.channels, self.n_outputs)[:, : self.horizon]
+        return _ordered(z)  # [B, H, C, Q]
 
     def _roll_out(self, rnn: nn.Module, state: State | None, last_target: torch.Tensor, future: torch.Tensor,
                   teacher: torch.Tensor | None, memory: torch.Tensor | None) -> torch.Tensor:
@@ -195,6 +245,7 @@ class RecurrentForecaster(nn.Module):
         """One line for logs: 'gru seq2seq (2x64, bidirectional, attention, RevIN), Q=3: 52,417 parameters'."""
         flags = {"bidirectional": self.bidirectional, "attention": self.attention is not None,
                  "channel-independent": self.channel_independent, "RevIN": self.revin is not None}
+        flags[f"segments of {self.segment_length}"] = self.strategy == "segment"
         options = ", ".join([f"{self.num_layers}x{self.hidden_size}", *(name for name, on in flags.items() if on)])
         n_parameters = sum(p.numel() for p in self.parameters())
         return f"{self.cell} {self.strategy} ({options}), Q={self.n_outputs}: {n_parameters:,} parameters"
@@ -209,6 +260,12 @@ class RecurrentForecaster(nn.Module):
         if self.bidirectional and self.strategy == "recursive":
             raise ConfigError("model.bidirectional: a recursive model steps forward in time and cannot read the "
                               "future; use strategy direct or seq2seq, or set bidirectional to false")
+        if self.bidirectional and self.strategy == "segment":
+            raise ConfigError("model.bidirectional: the segment strategy decodes with its encoder's own cell, which "
+                              "runs forward only; use strategy direct or seq2seq, or set bidirectional to false")
+        if not 1 <= self.segment_length <= max(self.lookback, self.horizon):
+            raise ConfigError(f"model.segment_length: {self.segment_length} is not between 1 and the longer of the "
+                              f"lookback ({self.lookback}) and the horizon ({self.horizon})")
         if attention and self.strategy != "seq2seq":
             raise ConfigError(f"model.attention: attention needs strategy seq2seq (got {self.strategy}); "
                               "set attention to false or strategy to seq2seq")
@@ -233,6 +290,15 @@ def _draw(y: torch.Tensor | None, teacher_forcing: float) -> bool:
     if y is None or teacher_forcing <= 0.0:
         return False
     return teacher_forcing >= 1.0 or torch.rand(()).item() < teacher_forcing
+
+
+def _pad_steps(x: torch.Tensor, steps: int, at_start: bool) -> torch.Tensor:
+    """[B, S, F] -> [B, steps, F], repeating the first (at_start) or the last step; `steps` >= S."""
+    missing = steps - x.size(1)
+    if missing == 0:
+        return x
+    edge = (x[:, :1] if at_start else x[:, -1:]).expand(-1, missing, -1)
+    return torch.cat([edge, x] if at_start else [x, edge], dim=1)
 
 
 def _one_row_per_target(x: torch.Tensor) -> torch.Tensor:

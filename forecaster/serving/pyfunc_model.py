@@ -6,6 +6,7 @@ so it loads with `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false` and survives upgrad
 """
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -15,7 +16,8 @@ class ForecasterModel(PythonModel):
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None):
+    # A DataFrame hint tells MLflow the input is a frame; the signature (logged explicitly) does the validating.
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.bundle.predict(model_input).frame
 
 
