@@ -63,6 +63,26 @@ class TrainClock:
         return _Clock()
 
 
+def lstm_flops_per_window(lookback: int, n_inputs: int, hidden: int, layers: int) -> float:
+    """Multiply-adds x 2 of one window's LSTM forward pass: per step and layer, the gate products
+    [4H x (inputs + H)]. Backward costs about twice the forward, so a training step is ~3x this."""
+    per_step = sum(2 * 4 * hidden * ((n_inputs if layer == 0 else hidden) + hidden) for layer in range(layers))
+    return float(lookback * per_step)
+
+
+def gemm_gflops(batch: int, hidden: int, repeats: int = 2000) -> float:
+    """This CPU's GFLOP/s on the LSTM step's own product, [B x 2H] @ [2H x 4H], back to back: what the
+    recurrence could reach if nothing but its matrix products ran."""
+    a, b = torch.randn(batch, 2 * hidden), torch.randn(2 * hidden, 4 * hidden)
+    out = torch.empty(batch, 4 * hidden)
+    for _ in range(50):
+        torch.mm(a, b, out=out)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b, out=out)
+    return 2 * batch * 2 * hidden * 4 * hidden * repeats / (time.perf_counter() - started) / 1e9
+
+
 def batches_of(dataset, batch_size: int, shuffle: bool, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
     """Pre-built batches: the kernel loop's input, gathered before the clock starts."""
     order = torch.randperm(len(dataset)) if shuffle else torch.arange(len(dataset))
@@ -123,12 +143,18 @@ def pipeline_predict(predictor, datamodule, batch_size: int) -> tuple[float, int
     return time.perf_counter() - started, len(forecasts.pred)
 
 
+def dims_inputs(dims) -> int:
+    """Columns one channel-independent row of the reference model reads: its target plus the covariates."""
+    return 1 + dims["n_past_features"] - dims["n_targets"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2, help="training epochs through the pipeline")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument("--name", default="speed", help="results file name")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     shared_data("ETT-small/ETTh1.csv")
@@ -162,6 +188,10 @@ def main() -> None:
     allocator = tune_allocator()
     kernel_rate = add("kernel train", "train", kernel_train(fresh(), train_batches), n_train, 64,
                       f"tuned allocator ({allocator})", base)
+    if torch.set_flush_denormal(True):  # tiny gradients as zeros: x86 slows down on subnormal floats
+        add("kernel train", "train", kernel_train(fresh(), train_batches), n_train, 64,
+            "tuned allocator, denormals flushed to zero", kernel_rate)
+        torch.set_flush_denormal(False)
     seconds, windows, fitted = pipeline_train(config, datamodule, args.epochs)
     pipe_rate = add("pipeline train (fit_network)", "train", seconds, windows, 64, "tuned allocator", kernel_rate)
     overhead_train = kernel_rate / pipe_rate - 1
@@ -199,17 +229,25 @@ def main() -> None:
         add("kernel train", "train", kernel_train(compiled, train_batches), n_train, 64,
             f"torch.compile (compile {compile_seconds:.0f} s)", kernel_rate)
 
+    flops = 3 * lstm_flops_per_window(96, dims_inputs(dims), 64, 2)
+    ceiling = gemm_gflops(64, 64)
     extra = {"threads": threads, "reference": REFERENCE, "train_windows_per_epoch": n_train,
+             "train_mflop_per_window": round(flops / 1e6, 1),
+             "kernel_train_gflops": round(kernel_rate * flops / 1e9, 1), "gemm_gflops_step_shape": round(ceiling, 1),
+             "windows_per_s_at_gemm_rate": round(ceiling * 1e9 / flops),
              "test_windows": n_test, "pipeline_train_overhead": round(overhead_train, 3),
              "pipeline_predict_overhead_batch64": round(predict_base / pipe_predict[64] - 1, 3),
              "peak_rss_mb": round(peak_rss_mb())}
-    command = f"python benchmarks/speed.py --threads {args.threads} --epochs {args.epochs}" + (
-        " --compile" if args.compile else "")
-    notes = (f"Pipeline training adds {overhead_train:.1%} to the bare kernel's time; prediction at batch 64 adds "
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    notes = (f"A training window costs about {flops / 1e6:.1f} MFLOP (forward x 3); the bare kernel ran at "
+             f"{extra['kernel_train_gflops']} GFLOP/s, and this CPU multiplies the step's matrices at "
+             f"{extra['gemm_gflops_step_shape']} GFLOP/s back to back: {extra['windows_per_s_at_gemm_rate']:,} "
+             f"windows/s if the step were nothing but its matrix products. "
+             f"Pipeline training adds {overhead_train:.1%} to the bare kernel's time; prediction at batch 64 adds "
              f"{extra['pipeline_predict_overhead_batch64']:.1%}. `vs_base`: rate over the first row of its kind "
              f"(train: tuned-allocator kernel, except the first line's base; predict: kernel at batch 64). "
              f"Peak RSS {extra['peak_rss_mb']} MiB.")
-    print(write_results("speed", rows, ["measure", "batch", "threads", "per_s", "vs_base", "seconds", "note"],
+    print(write_results(args.name, rows, ["measure", "batch", "threads", "per_s", "vs_base", "seconds", "note"],
                         command, extra, notes))
 
 
