@@ -111,6 +111,16 @@ def windows_per_epoch(config, n_windows: int) -> int:
     return min(n_windows, limit * config.train.batch_size)
 
 
+def seeded_configs(model: str, config, seeds: Sequence[int] | None) -> list[tuple[int | None, Any]]:
+    """(seed, config) for each training run of `model`: one per seed for a network (the config's own seed when
+    `seeds` is empty), one unseeded run for a baseline, which is deterministic."""
+    from forecaster.config import BASELINES
+
+    if model in BASELINES:
+        return [(None, config)]
+    return [(seed, config.with_overrides({"train.seed": seed})) for seed in seeds or [config.train.seed]]
+
+
 def fit_and_forecast(model: str, config, datamodule) -> tuple[Any, Any, dict[str, Any]]:
     """Fit `model` (a baseline name, a cell, or `cell-strategy` such as `lstm-seq2seq`) through the library's own
     code path and forecast every test window. Returns (fitted, forecasts, cost figures)."""

@@ -25,9 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Stopwatch, fit_and_forecast, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
+from common import (  # noqa: E402
+    ROOT, Stopwatch, fit_and_forecast, peak_rss_mb, seeded_configs, set_threads, shared_data, write_results,
+)
 
-from forecaster.config import BASELINES, load_config, parse_overrides  # noqa: E402
+from forecaster.config import load_config, parse_overrides  # noqa: E402
 
 CONFIGS = {"uni": "etth1-ot.yaml", "multi": "etth1-multi.yaml"}
 HORIZONS = (24, 96, 192, 336, 720)
@@ -83,10 +85,8 @@ def main() -> None:
         datamodule = prepare_data(config)
         for model in args.models:
             runs = []
-            for seed in (args.seeds or [None]) if model not in BASELINES else [None]:
-                seeded = config if seed is None else config.with_overrides({"train.seed": seed})
-                row = {"mode": args.mode, "horizon": horizon, **run_one(seeded, datamodule, model),
-                       "seed": seed if seed is not None else (None if model in BASELINES else config.train.seed),
+            for seed, seeded in seeded_configs(model, config, args.seeds):
+                row = {"mode": args.mode, "horizon": horizon, **run_one(seeded, datamodule, model), "seed": seed,
                        "threads": threads}
                 runs.append(row)
                 print(row, flush=True)

@@ -32,7 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Stopwatch, fit_and_forecast, peak_rss_mb, set_threads, shared_data, write_results  # noqa: E402
+from common import (  # noqa: E402
+    Stopwatch, fit_and_forecast, peak_rss_mb, seeded_configs, set_threads, shared_data, write_results,
+)
 
 HORIZON = 13
 # The network settings behind the published row (README Results), for every network `--models` names;
@@ -125,7 +127,7 @@ def main() -> None:
         sys.exit("Naive2 does not reproduce the published scores: the scoring is wrong, no other number counts")
 
     threads = set_threads(args.threads)
-    from forecaster.config import BASELINES, Config, parse_overrides
+    from forecaster.config import Config, parse_overrides
     from forecaster.data.datamodule import ForecastDataModule
     from forecaster.runtime import tune_allocator
 
@@ -138,10 +140,8 @@ def main() -> None:
     datamodule.setup()
     rows = [{"model": "Naive2 (numpy)", **{k: round(v, 3) for k, v in naive2.items()}}]
     for model in args.models:
-        seeds = (args.seeds or [config.train.seed]) if model not in BASELINES else [None]
         preds, runs = [], []
-        for seed in seeds:
-            seeded = config if seed is None else config.with_overrides({"train.seed": seed})
+        for seed, seeded in seeded_configs(model, config, args.seeds):
             with Stopwatch() as wall:
                 pred, cost = forecast_test(model, seeded, datamodule)
             scores = m4_scores(train, actual, pred)

@@ -229,8 +229,10 @@ def main() -> None:
         add("kernel train", "train", kernel_train(compiled, train_batches), n_train, 64,
             f"torch.compile (compile {compile_seconds:.0f} s)", kernel_rate)
 
-    flops = 3 * lstm_flops_per_window(96, dims_inputs(dims), 64, 2)
-    ceiling = gemm_gflops(64, 64)
+    hidden = REFERENCE["model.hidden_size"]
+    flops = 3 * lstm_flops_per_window(REFERENCE["window.lookback"], dims_inputs(dims), hidden,
+                                      REFERENCE["model.num_layers"])
+    ceiling = gemm_gflops(REFERENCE["train.batch_size"], hidden)
     extra = {"threads": threads, "reference": REFERENCE, "train_windows_per_epoch": n_train,
              "train_mflop_per_window": round(flops / 1e6, 1),
              "kernel_train_gflops": round(kernel_rate * flops / 1e9, 1), "gemm_gflops_step_shape": round(ceiling, 1),

@@ -60,3 +60,14 @@ def test_seed_summary_reports_mean_and_sample_spread():
     summary = seed_summary(runs)
     assert summary["mse"] == "0.2000 ± 0.1000" and summary["mae"] == "0.4000 ± 0.2000"
     assert summary["seed"] == "mean of 3"
+
+
+def test_networks_run_once_per_seed_and_baselines_once():
+    from common import seeded_configs
+
+    from forecaster.config import Config
+
+    config = Config().with_overrides({"train.seed": 7})
+    assert [(seed, c.train.seed) for seed, c in seeded_configs("gru-segment", config, [0, 1])] == [(0, 0), (1, 1)]
+    assert [(seed, c.train.seed) for seed, c in seeded_configs("gru", config, None)] == [(7, 7)]
+    assert [(seed, c) for seed, c in seeded_configs("linear", config, [0, 1])] == [(None, config)]
