@@ -41,6 +41,7 @@ class ModelBundle:
     network: torch.nn.Module | None = None
     baseline: Any = None
     freq: str = ""
+    trained_range: dict[str, Any] | None = None  # rows the model learned from: see `trained_range`
 
     @property
     def lookback(self) -> int:
@@ -68,6 +69,7 @@ class ModelBundle:
             network=fitted.network,
             baseline=fitted.baseline,
             freq=datamodule.panel.freq,
+            trained_range=trained_range(datamodule.panel, datamodule.borders.train_end),
         )
 
     def save(self, path: str | Path) -> None:
@@ -77,6 +79,7 @@ class ModelBundle:
             "format_version": FORMAT_VERSION, "kind": self.kind, "config": self.config.to_dict(),
             "scaler": self.scaler_state, "dims": self.dims, "freq": self.freq,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
+            "trained_range": self.trained_range,
         }
         (folder / "bundle.json").write_text(json.dumps(document, indent=1))
         if self.network is not None:
@@ -94,7 +97,7 @@ class ModelBundle:
                              f"(this forecaster reads format {FORMAT_VERSION})")
         config = build_config(document["config"], source=str(folder / "bundle.json"))
         bundle = cls(config=config, kind=document["kind"], scaler_state=document["scaler"], dims=document["dims"],
-                     freq=document["freq"])
+                     freq=document["freq"], trained_range=document.get("trained_range"))
         if bundle.kind in BASELINES:
             from forecaster.models.baselines import baseline_from_dict
 
@@ -111,15 +114,8 @@ class ModelBundle:
     def example_history(self, datamodule, n_series: int = 2) -> pd.DataFrame:
         """The last `lookback` rows of a few training series, in the training file's layout: an input example."""
         panel = datamodule.panel
-        frames = []
-        for index in range(min(n_series, panel.n_series)):
-            rows = slice(panel.offsets[index + 1] - self.lookback, panel.offsets[index + 1])
-            frame = pd.DataFrame(panel.values[rows].astype(np.float64), columns=panel.columns)
-            frame.insert(0, self.config.data.timestamp, pd.to_datetime(panel.timestamps[rows]).astype(str))
-            if self.config.data.series_id:
-                frame.insert(1, self.config.data.series_id, panel.series_ids[index])
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+        ends = {index: int(panel.lengths[index]) for index in range(min(n_series, panel.n_series))}
+        return history_frame(panel, self.config.data, ends, self.lookback)
 
     # -- prediction ---------------------------------------------------------------------------------
 
@@ -238,6 +234,31 @@ class ModelBundle:
             for index, q in enumerate(quantiles):
                 frame[f"forecast_q{round(q * 100):02d}"] = forecast[..., index].reshape(-1)
         return frame
+
+
+def history_frame(panel, data, ends: dict[int, int], rows: int) -> pd.DataFrame:
+    """The `rows` rows before `ends[i]` (rows from the start of series i) of each series in `ends`, as a frame
+    in the training file's layout (`data`: the DataConfig), values as float64 and timestamps as text, the way a
+    CSV file or a JSON request brings them."""
+    frames = []
+    for index, end in ends.items():
+        start = panel.offsets[index]
+        block = slice(start + max(end - rows, 0), start + end)
+        frame = pd.DataFrame(panel.values[block].astype(np.float64), columns=panel.columns)
+        frame.insert(0, data.timestamp, pd.to_datetime(panel.timestamps[block]).astype(str))
+        if data.series_id:
+            frame.insert(1, data.series_id, panel.series_ids[index])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def trained_range(panel, train_end: np.ndarray) -> dict[str, Any]:
+    """What a model trained on: the first and last training timestamp overall, the last one of each series, and
+    the number of rows. `train_end`: [S] rows from each series' start."""
+    last = {sid: str(pd.Timestamp(panel.series_timestamps(i)[int(train_end[i]) - 1]))
+            for i, sid in enumerate(panel.series_ids)}
+    return {"first": str(pd.Timestamp(panel.timestamps.min())), "last": max(last.values(), key=pd.Timestamp),
+            "last_by_series": last, "rows": int(np.sum(train_end))}
 
 
 def _dropped(panel) -> dict[str, str]:

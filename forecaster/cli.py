@@ -72,7 +72,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pipelines import compare
 
-    result = compare.run(_load(args))
+    config = _load(args)
+    if args.promote:
+        config = config.with_overrides({"compare.promote": "always"})
+    result = compare.run(config)
     print(compare.format_result(result))
     if args.json:
         _print_json(result.summary())
@@ -131,10 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     compare = commands.add_parser(
-        "compare", help="train several model types on identical data; leaderboard; register the winner"
+        "compare", help="train several model types on identical data; rank on validation; register a winner that "
+                        "beats the champion"
     )
     _add_config_args(compare)
     compare.add_argument("--json", action="store_true", help="end with one JSON line: leaderboard and winner")
+    compare.add_argument("--promote", action="store_true",
+                         help="move the alias to a winner that beats seasonal naive even when it does not beat, or "
+                              "cannot be compared with, the current champion (compare.promote: always)")
     compare.set_defaults(handler=cmd_compare)
 
     predict = commands.add_parser("predict", help="multi-step forecasts for every series in a file")

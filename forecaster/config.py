@@ -49,10 +49,13 @@ class WindowConfig(_Section):
 
 
 class SplitConfig(_Section):
-    """Chronological borders per series. `*_end` (a row count or a timestamp) wins over the fractions."""
+    """Chronological borders per series. `*_end` (a row count or a timestamp) wins over `*_size` (rows per series,
+    counted back from each series' last row), which wins over the fractions."""
 
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    val_size: int | None = Field(None, ge=0)
+    test_size: int | None = Field(None, ge=0)
     train_end: int | str | None = None
     val_end: int | str | None = None
     test_end: int | str | None = None
@@ -136,6 +139,9 @@ class CompareConfig(_Section):
     backtest_folds: int = Field(0, ge=0)
     backtest_step: int | None = Field(None, ge=1)
     register_winner: bool = True
+    refit: bool = True
+    promote: Literal["auto", "always"] = "auto"
+    min_improvement: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class PredictConfig(_Section):

@@ -27,7 +27,8 @@ class WindowForecasts:
     origin: np.ndarray
 
 
-def forecast_windows(model: PointForecaster, batches: Iterable[dict[str, torch.Tensor]]) -> WindowForecasts:
+def forecast_windows(model: PointForecaster, batches: Iterable[dict[str, torch.Tensor]]) -> WindowForecasts | None:
+    """Every window of `batches`; None when there is none (an empty split)."""
     preds, actuals, series, origins = [], [], [], []
     with torch.inference_mode():
         for batch in batches:
@@ -35,6 +36,8 @@ def forecast_windows(model: PointForecaster, batches: Iterable[dict[str, torch.T
             actuals.append(batch["y"].cpu().numpy())
             series.append(batch["series"].cpu().numpy())
             origins.append(batch["origin"].cpu().numpy())
+    if not preds:
+        return None
     return WindowForecasts(
         pred=np.concatenate(preds), actual=np.concatenate(actuals),
         series=np.concatenate(series), origin=np.concatenate(origins),
@@ -52,8 +55,10 @@ def mase_scales(datamodule, season_length: int) -> np.ndarray:
     return np.stack(scales)
 
 
-def score(forecasts: WindowForecasts, datamodule) -> dict[str, float]:
-    """All metrics: standardised-scale MSE/MAE and original-unit MAE, RMSE, sMAPE, MASE."""
+def score(forecasts: WindowForecasts | None, datamodule) -> dict[str, float]:
+    """All metrics: standardised-scale MSE/MAE and original-unit MAE, RMSE, sMAPE, MASE; none for no forecasts."""
+    if forecasts is None:
+        return {}
     scaler = datamodule.scaler
     pred_original = scaler.inverse_targets(forecasts.pred, forecasts.series)
     actual_original = scaler.inverse_targets(forecasts.actual, forecasts.series)

@@ -49,7 +49,7 @@ def leaderboard(table: pd.DataFrame, metric: str) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(ordered) + 1.5))
     ax.barh(ordered["model"], ordered[metric], color="tab:blue")
     ax.invert_yaxis()
-    ax.set_xlabel(f"test {metric}")
+    ax.set_xlabel(metric)
     ax.set_title("model comparison (lower is better)")
     fig.tight_layout()
     return fig

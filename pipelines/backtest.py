@@ -1,7 +1,9 @@
-"""Rolling-origin backtest: refit every model on each fold and score it on that fold's test range.
+"""Rolling-origin backtest for selection: refit every model on each fold and score it on that fold's scored range.
 
-Fold k moves the train/validation/test borders back by `(folds - 1 - k) * step` rows, so no fold sees rows
-after its own test range, and the scaler of each fold is fitted on that fold's training rows only.
+Every fold ends before the test split, which stays for reporting only. The last fold scores the validation
+rows, having trained on the training rows less their last `val rows` (its early-stopping rows); fold k moves
+those borders back by `(folds - 1 - k) * step` rows (`step` defaults to the validation length), so no fold sees
+rows after its own scored range, and each fold's scaler is fitted on that fold's training rows only.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def backtest_models(config: Config, models: list[tuple[str, str, Config]], datam
     from forecaster.training.fit import fit_model
 
     borders = rolling_origin_folds(
-        datamodule.borders, datamodule.panel, config.compare.backtest_folds, config.compare.backtest_step,
+        datamodule.borders.before_test(), datamodule.panel, config.compare.backtest_folds, config.compare.backtest_step,
         config.window.lookback, config.window.horizon,
     )
     rows = []

@@ -1,8 +1,10 @@
 """The compare job: several model types on identical data and splits, side by side in MLflow.
 
-One parent run holds a nested child run per model (the baselines included, as the floor). The leaderboard is
-printed, logged as a table and a plot, and the winner is registered; the alias (`champion`) moves to it only
-when it beats the seasonal-naive baseline.
+One parent run holds a nested child run per model (the baselines included, as the floor). Models are ranked on
+the validation split (or, with `compare.backtest_folds`, on rolling-origin folds that end before the test split);
+the test split is scored once per model and only reported. The winner replaces the model under the alias only
+when it beats seasonal naive on the ranking metric and the current champion on the newest rows neither trained
+on (`pipelines/champion.py`); it is then refit on every row (`compare.refit`) and that model is registered.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class CompareResult:
     parent_run_id: str
-    metric: str
+    metric: str  # the leaderboard column that ranked: val_<metric> or backtest_<metric>
     leaderboard: Any  # pandas DataFrame, best first
     results: list[TrainResult]
     winner: str
@@ -30,12 +32,16 @@ class CompareResult:
     alias_moved: bool
     decision: str
     backtest: Any = None
+    challenge: Any = None  # champion.Challenge, when a champion was challenged
+    refit: TrainResult | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
             "parent_run_id": self.parent_run_id, "metric": self.metric, "winner": self.winner,
             "registered_version": self.registered_version, "alias_moved": self.alias_moved,
             "decision": self.decision, "leaderboard": self.leaderboard.to_dict(orient="records"),
+            "challenge": vars(self.challenge) if self.challenge is not None else None,
+            "refit_run_id": self.refit.run_id if self.refit is not None else None,
         }
 
 
@@ -65,7 +71,6 @@ def resolve_models(config: Config) -> list[tuple[str, str, Config]]:
 
 def run(config: Config) -> CompareResult:
     import mlflow
-    import pandas as pd
 
     from forecaster import plots
 
@@ -74,8 +79,10 @@ def run(config: Config) -> CompareResult:
                           f"{config.train.strategy} is for `forecaster train`. Train the chosen model with DDP.")
     setup_tracking(config.tracking)
     datamodule = prepare_data(config)
+    if len(datamodule.val_dataset) == 0:
+        raise ConfigError("compare ranks the models on the validation split, which has no window here; give it "
+                          "rows (split.val_size, split.val_fraction or split.val_end) before training anything")
     models = resolve_models(config)
-    metric = config.compare.metric
     with mlflow.start_run(run_name="compare") as parent:
         mlflow.set_tag("forecaster.job", "compare")
         mlflow.log_params({key: value for key, value in config.flat().items()
@@ -85,21 +92,14 @@ def run(config: Config) -> CompareResult:
         for index, (name, kind, variant) in enumerate(models, start=1):
             log.info("[%d/%d] %s", index, len(models), name)
             with mlflow.start_run(run_name=name, nested=True):
-                result = train_in_run(variant, datamodule, kind=kind)
+                result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name)
             result.name = name
             results.append(result)
-            log.info("  test %s = %.4f (%.1f s)", metric, result.metrics[metric], result.train_seconds)
+            log.info("  validation %s = %.4f (%.1f s)", config.compare.metric,
+                     result.val_metrics[config.compare.metric], result.train_seconds)
 
-        table = pd.DataFrame([{"model": r.name, **r.metrics, "params": r.n_params,
-                               "train_seconds": round(r.train_seconds, 2), "run_id": r.run_id} for r in results])
-        backtest = None
-        if config.compare.backtest_folds > 0:
-            from pipelines.backtest import backtest_models
-
-            backtest = backtest_models(config, models, datamodule)
-            table = table.merge(backtest.summary, on="model", how="left")
-            metric = f"backtest_{metric}"
-        table = table.sort_values(metric, na_position="last").reset_index(drop=True)
+        table, backtest = _leaderboard(config, results, models, datamodule)
+        metric = _ranking_column(config)
         mlflow.log_table(table, "leaderboard.json")
         mlflow.log_text(table.to_csv(index=False), "leaderboard.csv")
         fig = plots.leaderboard(table, metric)
@@ -107,46 +107,165 @@ def run(config: Config) -> CompareResult:
         plots.close(fig)
 
         winner = table.iloc[0]
-        version, moved, decision = _register_winner(config, table, results, metric)
-        mlflow.set_tags({"forecaster.winner": winner["model"], "forecaster.decision": decision})
+        selected = next(r for r in results if r.name == winner["model"])
+        variant, kind = next((v, k) for n, k, v in models if n == selected.name)
+        verdict = _judge(config, table, selected, datamodule, metric)
+        version, refit = None, None
+        if verdict.promote:
+            refit = _refit(config, variant, kind, datamodule, selected) if config.compare.refit else None
+            version = _register(config, selected, refit, verdict, metric, float(winner[metric]))
+        mlflow.set_tags({"forecaster.winner": winner["model"], "forecaster.decision": verdict.text[:5000],
+                         **{f"forecaster.challenge.{k}": v for k, v in verdict.challenge_tags().items()}})
         mlflow.log_metric(f"winner/{metric}", float(winner[metric]))
     return CompareResult(
         parent_run_id=parent.info.run_id, metric=metric, leaderboard=table, results=results,
-        winner=str(winner["model"]), registered_version=version, alias_moved=moved, decision=decision,
-        backtest=backtest,
+        winner=str(winner["model"]), registered_version=version, alias_moved=version is not None,
+        decision=verdict.text, backtest=backtest, challenge=verdict.challenge, refit=refit,
     )
 
 
-def _register_winner(config: Config, table, results: list[TrainResult], metric: str) -> tuple[str | None, bool, str]:
-    """Register the winner's model; move the alias only when it beats seasonal naive on `metric`."""
-    import mlflow
+def _ranking_column(config: Config) -> str:
+    prefix = "backtest" if config.compare.backtest_folds > 0 else "val"
+    return f"{prefix}_{config.compare.metric}"
+
+
+def _leaderboard(config: Config, results: list[TrainResult], models, datamodule):
+    """One row per model: validation and test metrics (test for reporting only), backtest means when asked
+    for, sorted by the ranking column (`_ranking_column`)."""
+    import pandas as pd
+
+    table = pd.DataFrame([{
+        "model": r.name, **{f"val_{k}": v for k, v in r.val_metrics.items()},
+        **{f"test_{k}": v for k, v in r.metrics.items()},
+        "params": r.n_params, "train_seconds": round(r.train_seconds, 2), "run_id": r.run_id,
+    } for r in results])
+    backtest = None
+    if config.compare.backtest_folds > 0:
+        from pipelines.backtest import backtest_models
+
+        backtest = backtest_models(config, models, datamodule)
+        table = table.merge(backtest.summary, on="model", how="left")
+    table = table.sort_values(_ranking_column(config), na_position="last").reset_index(drop=True)
+    return table, backtest
+
+
+@dataclass
+class Verdict:
+    promote: bool
+    text: str
+    challenge: Any = None  # champion.Challenge
+
+    def challenge_tags(self) -> dict[str, str]:
+        return self.challenge.tags() if self.challenge is not None else {}
+
+
+def _judge(config: Config, table, selected: TrainResult, datamodule, metric: str) -> Verdict:
+    """Whether the winner replaces the champion: it must beat seasonal naive on `metric`, then the current
+    champion on the newest rows neither trained on, by `compare.min_improvement` (relative)."""
+    from pipelines.champion import challenge, current_champion
 
     winner = table.iloc[0]
-    floor = table.loc[table["model"] == "seasonal_naive", metric]
     if not config.compare.register_winner:
-        return None, False, "registration disabled (compare.register_winner: false)"
-    result = next(r for r in results if r.name == winner["model"])
+        return Verdict(False, "registration disabled (compare.register_winner: false)")
+    floor = table.loc[table["model"] == "seasonal_naive", metric]
     if floor.empty:
-        return None, False, "not registered: seasonal_naive is not in compare.models, so there is no floor to beat"
-    floor_value = float(floor.iloc[0])
-    if not float(winner[metric]) < floor_value:
-        return None, False, (f"not registered: the best model, {winner['model']} ({metric} {winner[metric]:.4f}), "
-                             f"does not beat seasonal_naive ({floor_value:.4f}); the alias stays where it was")
+        return Verdict(False, "not registered: seasonal_naive is not in compare.models, so there is no floor to beat")
+    floor_value, value = float(floor.iloc[0]), float(winner[metric])
+    if not value < floor_value:
+        return Verdict(False, f"not registered: the best model, {winner['model']} ({metric} {value:.4f}), does not "
+                              f"beat seasonal_naive ({floor_value:.4f}); the alias stays where it was")
+    beats_floor = f"{winner['model']} ({metric} {value:.4f}) beats seasonal_naive ({floor_value:.4f})"
     name, alias = config.registry.name, config.registry.alias
-    version = mlflow.register_model(result.model_uri, name).version
+    always = config.compare.promote == "always"
+    version = current_champion(name, alias)
+    if version is None:
+        return Verdict(True, f"{beats_floor}; {name}@{alias} does not exist yet")
+    outcome = challenge(config, datamodule, selected.model_uri, version)
+    if not outcome.compared:
+        if always:
+            return Verdict(True, f"{beats_floor}; champion version {version.version} not compared ({outcome.problem}); "
+                                 f"promoted because compare.promote is 'always'", outcome)
+        return Verdict(False, f"{beats_floor}, but the champion (version {version.version}) stays: {outcome.problem}. "
+                              f"Pass --promote (compare.promote: always) to replace it anyway", outcome)
+    needed = outcome.champion_score * (1.0 - config.compare.min_improvement)
+    versus = (f"on the newest rows ({outcome.rows()}), {metric.split('_', 1)[1]} {outcome.challenger_score:.4f} "
+              f"against the champion's (version {version.version}) {outcome.champion_score:.4f}")
+    if outcome.challenger_score < needed:
+        return Verdict(True, f"{beats_floor}, and beats the champion {versus}", outcome)
+    if always:
+        return Verdict(True, f"{beats_floor}; it does not beat the champion {versus}, but compare.promote is "
+                             f"'always'", outcome)
+    margin = f" by the margin compare.min_improvement={config.compare.min_improvement}" \
+        if config.compare.min_improvement else ""
+    return Verdict(False, f"{beats_floor}, but does not beat the champion{margin} {versus}; the champion stays",
+                   outcome)
+
+
+def _refit(config: Config, variant: Config, kind: str, datamodule, selected: TrainResult) -> TrainResult:
+    """Train the winning configuration again on every row of every series, for the epochs early stopping kept
+    (so each epoch, on more data, takes proportionally more steps), in a child run linked to the selection run."""
+    import mlflow
+
+    from forecaster.data.splits import Borders
+
+    lengths = datamodule.panel.lengths
+    everything = datamodule.for_borders(Borders(lengths, lengths, lengths))
+    epochs = selected.best_epoch + 1 if selected.best_epoch is not None else variant.train.max_epochs
+    log.info("refit: %s on every row (%d rows)%s", selected.name, int(lengths.sum()),
+             f", {epochs} epoch(s)" if kind == "network" else "")
+    with mlflow.start_run(run_name=f"{selected.name}-refit", nested=True):
+        mlflow.set_tags({"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"})
+        refit = train_in_run(variant.with_overrides({"train.max_epochs": epochs}), everything, kind=kind,
+                             checkpoint_name=f"{selected.name}-refit")
+    refit.name = selected.name
+    mlflow.MlflowClient().set_tag(selected.run_id, "forecaster.refit_run", refit.run_id)
+    return refit
+
+
+def _register(config: Config, selected: TrainResult, refit: TrainResult | None, verdict: Verdict, metric: str,
+              value: float) -> str:
+    """Register the refit model (else the selection model), record where it came from, and move the alias."""
+    import mlflow
+
+    deployed = refit or selected
+    name, alias = config.registry.name, config.registry.alias
+    version = str(mlflow.register_model(deployed.model_uri, name).version)
+    trained = deployed.trained_range or {}
+    tags = {"forecaster.model": selected.name, metric.replace("_", ".", 1): f"{value:.6f}",
+            "source_run": selected.run_id, "forecaster.decision": verdict.text[:5000],
+            "forecaster.refit": str(refit is not None).lower(),
+            "forecaster.trained_from": trained.get("first", ""), "forecaster.trained_until": trained.get("last", ""),
+            "forecaster.trained_rows": str(trained.get("rows", "")),
+            **{f"forecaster.challenge.{k}": v for k, v in verdict.challenge_tags().items()}}
+    if refit is not None:
+        tags["refit_run"] = refit.run_id
     client = mlflow.MlflowClient()
-    client.set_model_version_tag(name, version, "forecaster.model", result.name)
-    client.set_model_version_tag(name, version, f"test.{metric}", f"{winner[metric]:.6f}")
-    client.set_model_version_tag(name, version, "source_run", result.run_id)
+    for key, tag in tags.items():
+        client.set_model_version_tag(name, version, key, tag)
     client.set_registered_model_alias(name, alias, version)
-    return str(version), True, (f"registered {winner['model']} as {name} version {version} and moved @{alias} to it: "
-                                f"{metric} {winner[metric]:.4f} beats seasonal_naive's {floor_value:.4f}")
+    verdict.text = f"{verdict.text}: registered as {name} version {version}" + \
+        (" (refit on every row)" if refit is not None else "") + f" and moved @{alias} to it"
+    return version
 
 
 def format_result(result: CompareResult) -> str:
-    columns = [c for c in ("model", "mse", "mae", "mae_original", "smape", "mase", "params", "train_seconds")
-               if c in result.leaderboard.columns]
-    extra = [c for c in result.leaderboard.columns if c.startswith("backtest_")]
-    table = result.leaderboard[columns + extra].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    return "\n".join([f"leaderboard (test, sorted by {result.metric}):", table, "", result.decision,
-                      f"parent run {result.parent_run_id}"])
+    board = result.leaderboard
+    metric_names = ("mse", "mae", "mae_original", "smape", "mase")
+    columns = ["model", *[f"val_{m}" for m in metric_names], *[c for c in board.columns if c.startswith("backtest_")],
+               *[f"test_{m}" for m in metric_names], "params", "train_seconds"]
+    table = board[[c for c in columns if c in board.columns]].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}")
+    ranked = "rolling-origin folds before the test split" if result.metric.startswith("backtest_") else \
+        "the validation split"
+    lines = [f"leaderboard (ranked by {result.metric}, on {ranked}; test_* columns are reported, never ranked):",
+             table, ""]
+    if result.challenge is not None and result.challenge.compared:
+        outcome = result.challenge
+        lines.append(f"champion against challenger ({outcome.rows()}): "
+                     + (f"champion {outcome.champion_score:.4f}, challenger {outcome.challenger_score:.4f}"
+                        if outcome.compared else outcome.problem))
+    if result.refit is not None:
+        epochs = f", {result.refit.epochs_run} epoch(s)" if result.refit.kind == "network" else ""
+        lines.append(f"refit on every row{epochs}: run {result.refit.run_id}")
+    lines += [result.decision, f"parent run {result.parent_run_id}"]
+    return "\n".join(lines)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from forecaster.config import BASELINES, Config, dump_config
+from forecaster.errors import ModelError
 from forecaster.tracking import file_fingerprint, setup_tracking, state_dir, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,16 @@ class TrainResult:
     train_seconds: float
     best_epoch: int | None = None
     rank: int = 0  # a process of a distributed training other than rank zero logs nothing: no run, no model
+    val_metrics: dict[str, float] = field(default_factory=dict)  # the kept weights on the validation split
+    model_dir: str | None = None  # the bundle on disk, saved before anything else could fail
+    trained_range: dict[str, Any] | None = None
+    epochs_run: int = 0
 
     def summary(self) -> dict[str, Any]:
+        """`metrics` are the test split's (absent when it is empty); `val_*` the validation split's."""
         return {
-            **self.metrics, "model": self.name, "kind": self.kind, "run_id": self.run_id,
+            **self.metrics, **{f"val_{key}": value for key, value in self.val_metrics.items()},
+            "model": self.name, "kind": self.kind, "run_id": self.run_id,
             "model_uri": self.model_uri, "params": self.n_params, "train_seconds": round(self.train_seconds, 3),
             "best_epoch": self.best_epoch, **({"rank": self.rank} if self.rank else {}),
         }
@@ -83,8 +90,10 @@ def log_data_record(config: Config, datamodule) -> None:
     mlflow.log_text(format_report(report), "data/validation_report.txt")
 
 
-def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool = False) -> TrainResult:
-    """Fit, evaluate and log one model into the MLflow run that is active now."""
+def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool = False,
+                 checkpoint_name: str | None = None) -> TrainResult:
+    """Fit one model, save it, log it into the MLflow run that is active now, and score it on the validation and
+    test splits (an empty split has no metrics)."""
     import mlflow
 
     from forecaster.bundle import ModelBundle
@@ -103,24 +112,42 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
     log_data_record(config, datamodule)
 
     logger = EpochMlflowLogger(tracking_uri(config.tracking), run.info.run_id)
-    ckpt_dir = checkpoint_dir(config, name)
+    ckpt_dir = checkpoint_dir(config, checkpoint_name or name)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
     fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume)
-
-    forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
-    metrics = score(forecasts, datamodule)
-    mlflow.log_metrics({f"test/{key}": value for key, value in metrics.items()})
-    mlflow.log_metrics({"params": fitted.n_params, "train_seconds": fitted.train_seconds})
-    if fitted.best_epoch is not None:
-        mlflow.log_metric("best_epoch", fitted.best_epoch)
-    _log_figures(forecasts, datamodule, name)
-
     bundle = ModelBundle.from_fitted(config, datamodule, fitted)
-    model_uri = log_bundle(bundle, example=bundle.example_history(datamodule))
+    model_dir = ckpt_dir / "model"
+    bundle.save(model_dir)  # first: an error in what follows cannot lose the trained model
+    try:
+        model_uri = log_bundle(bundle, example=bundle.example_history(datamodule))
+        mlflow.set_tags({"forecaster.trained_until": bundle.trained_range["last"],
+                         "forecaster.trained_rows": bundle.trained_range["rows"]})
+        mlflow.log_metrics({"params": fitted.n_params, "train_seconds": fitted.train_seconds,
+                            "epochs_run": fitted.epochs_run})
+        if fitted.best_epoch is not None:
+            mlflow.log_metric("best_epoch", fitted.best_epoch)
+        val_forecasts = forecast_windows(fitted.predictor, datamodule.val_dataloader())
+        val_metrics = score(val_forecasts, datamodule)
+        mlflow.log_metrics({f"validation/{key}": value for key, value in val_metrics.items()})
+        forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
+        metrics = score(forecasts, datamodule)
+        mlflow.log_metrics({f"test/{key}": value for key, value in metrics.items()})
+        if forecasts is None and val_forecasts is not None:
+            log.info("%s: the test split is empty (split.test_size / test_fraction 0): no test metrics", name)
+        if forecasts is not None or val_forecasts is not None:
+            _log_figures(forecasts or val_forecasts, datamodule, name, "test" if forecasts is not None else "validation")
+    except Exception as exc:
+        raise ModelError(
+            f"{name}: training finished, but evaluating or logging the model failed ({type(exc).__name__}: {exc}). "
+            f"The trained model is saved in {model_dir}; forecast with it: forecaster predict --model {model_dir} "
+            f"--data YOUR_HISTORY.csv"
+        ) from exc
     return TrainResult(
         name=name, kind=kind, metrics=metrics, run_id=run.info.run_id, model_uri=model_uri,
         n_params=fitted.n_params, train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch,
+        val_metrics=val_metrics, model_dir=str(model_dir), trained_range=bundle.trained_range,
+        epochs_run=fitted.epochs_run,
     )
 
 
@@ -154,7 +181,7 @@ def _loggable_params(config: Config, kind: str) -> dict[str, Any]:
     return {key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in flat.items()}
 
 
-def _log_figures(forecasts, datamodule, name: str) -> None:
+def _log_figures(forecasts, datamodule, name: str, split: str) -> None:
     import mlflow
     import numpy as np
     import pandas as pd
@@ -164,12 +191,12 @@ def _log_figures(forecasts, datamodule, name: str) -> None:
 
     errors = error_by_step(forecasts.pred, forecasts.actual)
     mlflow.log_table(pd.DataFrame({"step": range(1, len(errors["mse"]) + 1), **errors}), "error_by_step.json")
-    fig = plots.error_by_step(errors, f"{name}: test error by horizon step")
+    fig = plots.error_by_step(errors, f"{name}: {split} error by horizon step")
     mlflow.log_figure(fig, "plots/error_by_step.png")
     plots.close(fig)
 
     panel, lookback = datamodule.panel, datamodule.config.window.lookback
-    series, first = np.unique(forecasts.series, return_index=True)  # the first test window of each series
+    series, first = np.unique(forecasts.series, return_index=True)  # the first window of each series
     series, first = series[:4], first[:4]
     pred = datamodule.scaler.inverse_targets(forecasts.pred[first], series)  # [4, H, T], original units
     for index, (series_index, window) in enumerate(zip(series, first, strict=True)):
@@ -178,7 +205,7 @@ def _log_figures(forecasts, datamodule, name: str) -> None:
         actual = panel.values[origin : origin + pred.shape[1], 0]
         series_id = panel.series_ids[series_index]
         fig = plots.forecast_vs_actual(history, actual, pred[index, :, 0],
-                                       f"{name}: {series_id}, {panel.targets[0]} (first test window)")
+                                       f"{name}: {series_id}, {panel.targets[0]} (first {split} window)")
         mlflow.log_figure(fig, f"plots/forecast_{series_id}.png")
         plots.close(fig)
 
@@ -188,7 +215,10 @@ def format_result(result: TrainResult) -> str:
         return f"rank {result.rank}: trained {result.name} with the other ranks; rank 0 logs the run and the model"
     lines = [f"model {result.name}: {result.n_params:,} parameters, trained in {result.train_seconds:.1f} s"
              + (f", best epoch {result.best_epoch}" if result.best_epoch is not None else "")]
-    lines += [f"  test {key:<14} {value:.4f}" for key, value in result.metrics.items()]
+    lines += [f"  validation {key:<14} {value:.4f}" for key, value in result.val_metrics.items()]
+    lines += [f"  test       {key:<14} {value:.4f}" for key, value in result.metrics.items()]
+    if not result.metrics:
+        lines.append("  test       (empty split: no test metrics)")
     lines.append(f"  run {result.run_id}")
     if result.model_uri:
         lines.append(f"  model {result.model_uri}")

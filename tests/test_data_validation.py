@@ -261,3 +261,21 @@ def test_load_panel_reads_the_configured_file(demo_csv):
     panel = load_panel(demo_config(path=str(demo_csv), missing="zero").data)
     assert panel.series_ids == ["site_a", "site_b", "site_c", "site_d"]
     assert panel.lengths.tolist() == [2160] * 4
+
+
+def test_interpolation_never_reads_a_later_split():
+    """Rows 2-3 of series 'a' are empty and row 3 starts validation: the training row takes the last known
+    value (a forward fill), the validation row interpolates towards the next validation value."""
+    from forecaster.data.panel import without_look_ahead
+
+    frame = long_frame(ids=("a",), length=8)
+    frame.loc[[2, 3], "y"] = np.nan
+    frame.loc[[4, 5, 6, 7], "y"] = 10.0
+    panel = build_panel(frame, LONG.model_copy(update={"missing": "interpolate"}), "g.csv")
+    assert panel.series_values(0)[2, 0] > 1.0  # plain interpolation reads row 4, a validation value
+    train_end, val_end, test_end = np.array([3]), np.array([6]), np.array([8])
+    honest = without_look_ahead(panel, (train_end, val_end, test_end))
+    assert honest.series_values(0)[:4, 0].tolist() == [0.0, 1.0, 1.0, pytest.approx(1.0 + (10.0 - 1.0) * 2 / 3)]
+    assert honest.series_values(0)[:, 1].tolist() == panel.series_values(0)[:, 1].tolist()  # x had no holes
+    complete = build_panel(long_frame(), LONG.model_copy(update={"missing": "interpolate"}), "c.csv")
+    assert without_look_ahead(complete, (train_end, val_end, test_end)) is complete

@@ -101,3 +101,34 @@ def test_too_many_folds_are_refused_with_the_fold_named(make_panel):
     base = compute_borders(panel, SplitConfig(val_fraction=0.1, test_fraction=0.2), 24, 12)
     with pytest.raises(DataError, match=r"fold 1 of 10; use fewer folds"):
         rolling_origin_folds(base, panel, n_folds=10, step=40, lookback=24, horizon=12)
+
+
+def test_sizes_count_back_from_each_series_end(make_panel):
+    borders = compute_borders(make_panel([300, 200]), SplitConfig(val_size=30, test_size=20), 12, 6)
+    assert borders.test_end.tolist() == [300, 200]
+    assert borders.val_end.tolist() == [280, 180]
+    assert borders.train_end.tolist() == [250, 150]
+
+
+def test_sizes_win_over_fractions_and_an_explicit_end_wins_over_sizes(make_panel):
+    split = SplitConfig(val_size=30, test_size=20, val_fraction=0.3, test_fraction=0.3, test_end=250)
+    borders = compute_borders(make_panel([300]), split, 12, 6)
+    assert (borders.train_end[0], borders.val_end[0], borders.test_end[0]) == (200, 230, 250)
+
+
+@pytest.mark.parametrize("split", [SplitConfig(test_size=0), SplitConfig(test_fraction=0.0)])
+def test_an_empty_test_split_is_allowed_and_has_no_window(make_panel, split):
+    panel = make_panel([300, 200])
+    borders = compute_borders(panel, split, 12, 6)
+    assert (borders.test_end == borders.val_end).all()
+    assert window_counts(panel, borders, 12, 6)[2] == 0
+
+
+def test_selection_folds_end_before_the_test_split(make_panel):
+    panel = make_panel([500, 400])
+    base = compute_borders(panel, SplitConfig(val_size=40, test_size=40), 24, 12)
+    folds = rolling_origin_folds(base.before_test(), panel, n_folds=3, step=None, lookback=24, horizon=12)
+    assert (folds[-1].test_end == base.val_end).all() and (folds[-1].val_end == base.train_end).all()
+    for fold in folds:  # each fold scores its `test` range: never a row of the real test split
+        assert (fold.test_end <= base.val_end).all()
+        assert (fold.val_end - fold.train_end == 40).all()

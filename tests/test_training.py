@@ -117,3 +117,91 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert resumed.epochs_run == 3
     with pytest.raises(TrainingError, match="no checkpoint"):
         fit_network(longer, prepare_data(longer), tmp_path / "elsewhere", resume=True)
+
+
+class ScriptedValidation:
+    """A one-weight Lightning module whose validation loss per epoch is given: it forces each outcome."""
+
+    @staticmethod
+    def build(losses):
+        import pytorch_lightning as pl
+
+        class Module(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.weight = torch.nn.Parameter(torch.zeros(1))
+
+            def training_step(self, batch, batch_idx):
+                return ((self.weight - 1.0) ** 2).sum()  # every step moves the weight: epochs differ
+
+            def validation_step(self, batch, batch_idx):
+                self.log("val/loss", float(losses[self.current_epoch]))
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+            def train_dataloader(self):
+                return torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=2)
+
+            def val_dataloader(self):
+                return torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+
+        return Module()
+
+
+def scripted_fit(losses, epochs, folder, resume=False):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from forecaster.training.callbacks import BestWeights
+
+    module, best = ScriptedValidation.build(losses), BestWeights()
+    weights = []
+
+    class Record(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            weights.append(pl_module.weight.detach().item())
+
+    trainer = pl.Trainer(max_epochs=epochs, callbacks=[best, Record(), ModelCheckpoint(dirpath=folder, save_last=True,
+                         save_top_k=0)], logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(module, ckpt_path=str(folder / "last.ckpt") if resume else None, weights_only=False)
+    return module.weight.detach().item(), best, weights
+
+
+@pytest.mark.parametrize(("later_loss", "best_epoch"), [(5.0, 1), (0.5, 3)])
+def test_resume_keeps_the_best_weights_whether_or_not_a_later_epoch_improves(tmp_path, later_loss, best_epoch):
+    losses = [3.0, 1.0, 2.0, later_loss]
+    _, _, before = scripted_fit(losses, 3, tmp_path)
+    final, best, after = scripted_fit(losses, 4, tmp_path, resume=True)
+    assert best.best_epoch == best_epoch
+    assert final == pytest.approx((before + after)[best_epoch])  # the weights of that epoch, not the last one's
+
+
+def test_resume_after_the_last_epoch_restores_the_best_weights_from_disk(tmp_path):
+    config = sine_config(tmp_path, **{"train.max_epochs": 2})
+    first = fit_network(config, prepare_data(config), tmp_path / "ckpt")
+    again = fit_network(config, prepare_data(config), tmp_path / "ckpt", resume=True)  # no epoch left to run
+    assert again.best_epoch == first.best_epoch
+    for p, q in zip(first.network.parameters(), again.network.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_resume_with_other_config_values_is_refused_naming_the_keys(tmp_path):
+    config = sine_config(tmp_path, **{"train.max_epochs": 1})
+    fit_network(config, prepare_data(config), tmp_path / "ckpt")
+    changed = config.with_overrides({"model.hidden_size": 32, "train.lr": 0.5, "train.max_epochs": 3})
+    with pytest.raises(TrainingError, match="model.hidden_size") as error:
+        fit_network(changed, prepare_data(changed), tmp_path / "ckpt", resume=True)
+    assert "train.lr" in str(error.value) and "train.max_epochs" not in str(error.value).split("(only")[0]
+
+
+def test_training_without_validation_rows_keeps_the_last_epoch(tmp_path):
+    from forecaster.data.splits import Borders
+
+    config = sine_config(tmp_path, **{"train.max_epochs": 2})
+    datamodule = prepare_data(config)
+    lengths = datamodule.panel.lengths
+    everything = datamodule.for_borders(Borders(lengths, lengths, lengths))
+    fitted = fit_network(config, everything, tmp_path / "ckpt")
+    assert fitted.epochs_run == 2 and fitted.best_epoch is None and fitted.best_val_loss is None

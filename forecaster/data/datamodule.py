@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from forecaster.config import Config
 from forecaster.data.features import season_length
-from forecaster.data.panel import Panel, load_panel
+from forecaster.data.panel import Panel, load_panel, without_look_ahead
 from forecaster.data.scaling import PanelScaler
 from forecaster.data.splits import Borders, compute_borders
 from forecaster.data.windows import ShuffledWindows, WindowDataset, collate
@@ -47,6 +47,7 @@ class ForecastDataModule(pl.LightningDataModule):
         borders = self.borders
         if borders is None:
             borders = compute_borders(panel, config.split, config.window.lookback, config.window.horizon)
+        panel = without_look_ahead(panel, (borders.train_end, borders.val_end, borders.test_end))
         scaler = PanelScaler().fit(panel, borders.train_end)
         scaled = scaler.transform(panel)
         datasets = {

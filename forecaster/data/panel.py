@@ -55,6 +55,7 @@ class Panel:
     freq: str
     source: str = "<frame>"
     reports: tuple[SeriesReport, ...] = ()
+    interpolated: np.ndarray | None = None  # [N, V] bool: cells `data.missing=interpolate` filled
 
     @property
     def n_series(self) -> int:
@@ -136,6 +137,7 @@ def apply_missing_policy(scan: ScannedFrame, policy: str) -> Panel:
             f"Use --set data.missing=interpolate (or ffill, zero) instead, or fix the file."
         )
     values = scan.values.copy()
+    interpolated = np.isnan(values) if policy == "interpolate" and holes else None
     for index in holes:
         if index not in dropped:
             block = values[scan.offsets[index] : scan.offsets[index + 1]]  # [length, V] view
@@ -144,7 +146,37 @@ def apply_missing_policy(scan: ScannedFrame, policy: str) -> Panel:
             reports[index] = dataclasses.replace(reports[index], filled=filled)
         else:
             reports[index] = dataclasses.replace(reports[index], dropped=True)
-    return _select(scan, values, keep, tuple(reports))
+    return _select(scan, values, keep, tuple(reports), interpolated)
+
+
+def without_look_ahead(panel: Panel, ends: Sequence[np.ndarray]) -> Panel:
+    """`panel` with every interpolated cell filled again from the rows before the end of its own split.
+
+    `ends`: each split's end per series ([S] rows from the series start; train_end, val_end, test_end). Plain
+    interpolation reads the next known value, which may lie in a later split: a training row would then be filled
+    with a validation value. Here a cell reads only values known before its split ends, and takes the last known
+    value (a forward fill) when none follows within the split.
+    """
+    if panel.interpolated is None:
+        return panel
+    values = panel.values.copy()
+    for index in range(panel.n_series):
+        start, stop = panel.offsets[index], panel.offsets[index + 1]
+        mask = panel.interpolated[start:stop]  # [length, V]
+        if not mask.any():
+            continue
+        block, rows = values[start:stop], np.arange(stop - start)  # block: a view into `values`
+        lo = 0
+        for hi in sorted({*(int(end[index]) for end in ends), int(stop - start)}):
+            for column in np.flatnonzero(mask[lo:hi].any(axis=0)):
+                known = ~mask[:hi, column]
+                if known.any():  # else nothing is known before this split ends: the series-wide fill stays
+                    holes = lo + np.flatnonzero(mask[lo:hi, column])
+                    block[holes, column] = np.interp(holes, rows[:hi][known], block[:hi, column][known])
+            lo = max(lo, hi)
+    if np.array_equal(values, panel.values, equal_nan=True):
+        return panel
+    return dataclasses.replace(panel, values=values)
 
 
 def _fill(block: np.ndarray, policy: str, scan: ScannedFrame, index: int) -> np.ndarray:
@@ -168,7 +200,8 @@ def _fill(block: np.ndarray, policy: str, scan: ScannedFrame, index: int) -> np.
     return filled
 
 
-def _select(scan: ScannedFrame, values: np.ndarray, keep: list[int], reports: tuple[SeriesReport, ...]) -> Panel:
+def _select(scan: ScannedFrame, values: np.ndarray, keep: list[int], reports: tuple[SeriesReport, ...],
+            interpolated: np.ndarray | None = None) -> Panel:
     """The panel of the series `keep` (indices into `scan`), in their original order."""
     lengths = np.diff(scan.offsets)[keep]
     if len(keep) == len(scan.series_ids):
@@ -186,6 +219,7 @@ def _select(scan: ScannedFrame, values: np.ndarray, keep: list[int], reports: tu
         freq=scan.freq,
         source=scan.source,
         reports=reports,
+        interpolated=None if interpolated is None else np.ascontiguousarray(interpolated[rows]),
     )
 
 

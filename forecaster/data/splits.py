@@ -38,6 +38,12 @@ class Borders:
             return self.val_end, self.test_end
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
+    def before_test(self) -> Borders:
+        """The borders one split earlier, for selection without the test split: the validation rows become the
+        scored range, and as many rows at the end of training become the validation (early-stopping) rows."""
+        n_val = self.val_end - self.train_end
+        return Borders(self.train_end - n_val, self.train_end, self.val_end)
+
     def shifted(self, rows: int | np.ndarray) -> Borders:
         """All three borders moved `rows` (scalar or [S]) rows earlier."""
         return Borders(self.train_end - rows, self.val_end - rows, self.test_end - rows)
@@ -72,12 +78,14 @@ def check_lengths(panel: Panel, lookback: int, horizon: int) -> None:
 def compute_borders(panel: Panel, split: SplitConfig, lookback: int, horizon: int) -> Borders:
     """Borders for every series of `panel` from `split`.
 
-    An explicit `*_end` (row count, or timestamp T meaning rows before T) wins; the others come from the
-    fractions of the rows before `test_end` (by default the series length).
+    An explicit `*_end` (row count, or timestamp T meaning rows before T) wins; then `*_size`, rows counted back
+    from each series' `test_end` (by default its last row), as M4 defines holdouts; then the fractions of the rows
+    before `test_end`. An empty validation or test split is allowed: it has no windows and no metrics.
     """
     check_lengths(panel, lookback, horizon)
     test_end = _border(split.test_end, "split.test_end", panel, default=panel.lengths)
-    n_test, n_val = np.floor(test_end * split.test_fraction), np.floor(test_end * split.val_fraction)
+    n_test = split.test_size if split.test_size is not None else np.floor(test_end * split.test_fraction)
+    n_val = split.val_size if split.val_size is not None else np.floor(test_end * split.val_fraction)
     val_end = _border(split.val_end, "split.val_end", panel, default=test_end - n_test)
     train_end = _border(split.train_end, "split.train_end", panel, default=val_end - n_val)
     borders = Borders(train_end, val_end, test_end)
@@ -117,7 +125,7 @@ def check_borders(borders: Borders, panel: Panel, lookback: int, horizon: int, c
             raise DataError(
                 f"{where}: the split {what} for series '{panel.series_ids[i]}' ({panel.lengths[i]} rows): "
                 f"train_end={borders.train_end[i]}, val_end={borders.val_end[i]}, test_end={borders.test_end[i]}. "
-                f"Adjust split.train_end/val_end/test_end or split.val_fraction/test_fraction."
+                f"Adjust split.train_end/val_end/test_end, split.val_size/test_size or split.val_fraction/test_fraction."
             )
     for name in SPLITS:
         lo, hi = borders.target_range(name)

@@ -13,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class BestWeights(pl.Callback):
-    """Keep the weights of the epoch with the lowest validation loss in memory; restore them when fit ends.
+    """Keep the weights of the epoch with the lowest validation loss; restore them when fit ends.
 
     Early stopping stops *after* the best epoch, so without this the model would keep the last weights.
     """
@@ -38,11 +38,14 @@ class BestWeights(pl.Callback):
             pl_module.load_state_dict(self.best_state)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+        """Saved in every checkpoint: the best weights too, so that a resume keeps them whether or not a later
+        epoch improves."""
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "best_state": self.best_state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = state_dict["best_score"]
         self.best_epoch = state_dict["best_epoch"]
+        self.best_state = state_dict.get("best_state")
 
 
 class EpochMlflowLogger(Logger):

@@ -7,6 +7,7 @@ machines; `global_rank()` tells a process which one it is before the Trainer exi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -77,11 +78,12 @@ def data_dims(datamodule) -> dict[str, int]:
             "n_future_features": datamodule.n_future_features}
 
 
-def build_module(config: Config, network: nn.Module):
+def build_module(config: Config, network: nn.Module, monitor: str = "val/loss"):
     from forecaster.training.module import ForecastModule
 
     return ForecastModule(
         network,
+        monitor=monitor,
         loss=config.model.loss,
         quantiles=config.model.quantiles,
         lr=config.train.lr,
@@ -120,12 +122,20 @@ def fit_network(
                             f"command once per process")
     tune_allocator()
     tune_threads(config.train.threads)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resumable(config, checkpoint_dir)
+    else:
+        record_config(config, checkpoint_dir)
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
+    validate = len(datamodule.val_dataset) > 0  # none when refitting on every row: the last epoch's weights are kept
     network = network_from_dims(config, data_dims(datamodule))
-    module = build_module(config, network)
+    module = build_module(config, network, monitor="val/loss" if validate else "train/loss_epoch")
     best = BestWeights()
-    callbacks = [best, ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0), *extra_callbacks]
-    if config.train.patience > 0:
+    callbacks = [ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0), *extra_callbacks]
+    if validate:
+        callbacks.insert(0, best)
+    if validate and config.train.patience > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=config.train.patience))
     trainer = pl.Trainer(
         max_epochs=config.train.max_epochs,
@@ -137,6 +147,7 @@ def fit_network(
         gradient_clip_val=config.train.gradient_clip_val,
         gradient_clip_algorithm=config.train.gradient_clip_algorithm,
         limit_train_batches=config.train.limit_train_batches,
+        limit_val_batches=None if validate else 0,
         callbacks=callbacks,
         logger=logger if logger is not None else False,
         enable_progress_bar=config.train.progress,
@@ -155,8 +166,10 @@ def fit_network(
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     seconds = time.perf_counter() - started
-    if best.best_state is None:
-        raise TrainingError("training ended before one validation pass; raise train.max_epochs or check the split")
+    if validate:
+        if best.best_state is None:
+            raise TrainingError("training ended before one validation pass; raise train.max_epochs or check the split")
+        module.load_state_dict(best.best_state)  # also after a resume whose later epochs did not improve
     return FittedModel(
         kind="network",
         predictor=NetworkPredictor(module),
@@ -165,10 +178,34 @@ def fit_network(
         n_params=sum(p.numel() for p in network.parameters()),
         train_seconds=seconds,
         best_epoch=best.best_epoch,
-        best_val_loss=best.best_score,
+        best_val_loss=best.best_score if validate else None,
         epochs_run=trainer.current_epoch,
         trainer_metrics={key: float(value) for key, value in trainer.callback_metrics.items()},
     )
+
+
+# Keys a resumed training may change: they set how long and how visibly it runs, not what it learns.
+RESUMABLE_CHANGES = ("train.max_epochs", "train.patience", "train.progress", "train.threads", "train.num_workers")
+
+
+def record_config(config: Config, checkpoint_dir: Path) -> None:
+    """The config a training started with, beside its checkpoints, for `check_resumable`."""
+    (checkpoint_dir / "config.json").write_text(json.dumps(config.flat(), default=str, sort_keys=True))
+
+
+def check_resumable(config: Config, checkpoint_dir: Path) -> None:
+    """A resume continues the same training: any other config value than `RESUMABLE_CHANGES` is refused."""
+    record = checkpoint_dir / "config.json"
+    if not record.is_file():
+        return
+    before, now = json.loads(record.read_text()), json.loads(json.dumps(config.flat(), default=str))
+    changed = sorted(key for key in before.keys() | now.keys()
+                     if before.get(key) != now.get(key) and key not in RESUMABLE_CHANGES)
+    if changed:
+        listed = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in changed)
+        raise TrainingError(f"--resume: the config differs from the one the checkpoint in {checkpoint_dir} was "
+                            f"trained with: {listed}. Resume with the same values (only "
+                            f"{', '.join(RESUMABLE_CHANGES)} may change), or train anew without --resume.")
 
 
 def fit_model(config: Config, datamodule, kind: str, checkpoint_dir: Path, logger=None, resume=False) -> FittedModel:

@@ -32,8 +32,10 @@ class ForecastModule(pl.LightningModule):
         max_epochs: int = 20,
         teacher_forcing: float = 1.0,
         teacher_forcing_decay: float = 0.0,
+        monitor: str = "val/loss",
     ):
         super().__init__()
+        self.monitor = monitor  # what the plateau schedule watches: the training loss when there is no validation
         self.network = network
         self.loss_name = loss
         self.quantiles = list(quantiles or [0.5])
@@ -133,5 +135,5 @@ class ForecastModule(pl.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         if self.lr_schedule == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
         return optimizer
