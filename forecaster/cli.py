@@ -197,6 +197,7 @@ def _configure_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", module="(mlflow|pytorch_lightning|lightning_fabric|lightning)")
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's own handler: no start-up INFO lines
 
 
 def main(argv: list[str] | None = None) -> int:

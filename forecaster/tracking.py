@@ -1,7 +1,7 @@
 """Where runs go: the embedded MLflow store by default, any tracking server when configured.
 
 Embedded means one state directory holds both the SQLite database and the artifact folder, so nothing is
-scattered in the working directory. Several processes writing at once (a scheduler beside a trainer) should
+scattered in the working directory; any other SQLite URI keeps its artifacts beside its database too. Several processes writing at once (a scheduler beside a trainer) should
 use a server instead: SQLite allows one writer at a time.
 """
 
@@ -54,12 +54,20 @@ def setup_tracking(cfg: TrackingConfig) -> str:
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
         return experiment.experiment_id
-    artifact_location = None
-    if is_embedded(cfg):
-        artifact_location = (state_dir(cfg) / "artifacts").as_uri()
-    experiment_id = client.create_experiment(cfg.experiment, artifact_location=artifact_location)
+    experiment_id = client.create_experiment(cfg.experiment, artifact_location=artifact_root(uri))
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside its database (`<db folder>/artifacts`), not into `./mlruns` of
+    whatever folder the command ran in; a server decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///")).expanduser()
+    if not database.is_absolute():  # sqlite:///relative.db is relative to the working directory
+        database = database.resolve()
+    return (database.parent / "artifacts").as_uri()
 
 
 def file_fingerprint(path: str | Path) -> dict[str, Any]:

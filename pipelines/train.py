@@ -115,7 +115,8 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
     ckpt_dir = checkpoint_dir(config, checkpoint_name or name)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
-    fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume)
+    fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume,
+                       label=checkpoint_name or name)
     bundle = ModelBundle.from_fitted(config, datamodule, fitted)
     model_dir = ckpt_dir / "model"
     bundle.save(model_dir)  # first: an error in what follows cannot lose the trained model

@@ -74,3 +74,45 @@ def test_train_json_last_line_has_the_contract_keys(tmp_path):
     assert summary["mse"] > 0 and len(summary["run_id"]) == 32
     assert (tmp_path / "state" / "mlflow.db").is_file()
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_log_file_gets_one_line_per_epoch_and_no_library_noise(tmp_path):
+    common = ["--set", f"data.path={REPO / 'data' / 'demo.csv'}", "--set", f"tracking.state_dir={tmp_path / 'state'}",
+              "--set", "train.max_epochs=4", "--set", "train.patience=0", "--set", "train.limit_train_batches=3"]
+    for progress in ("true", "false"):  # stderr is a pipe here, as under cron: no bar either way
+        result = forecaster("train", REPO / "configs" / "demo-gru.yaml", *common, "--set", f"train.progress={progress}",
+                            cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines = result.stderr.splitlines()
+        epochs = [line for line in lines if " epoch " in line]
+        assert len(epochs) == 4 and "epoch 4/4" in epochs[-1]
+        assert all(word in epochs[0] for word in ("train_loss", "val_loss", "grad_norm", "clipped"))
+        assert "\r" not in result.stderr and len(lines) <= 12
+        assert "Creating initial MLflow database tables" not in result.stderr
+
+
+@pytest.mark.slow
+def test_commands_leave_nothing_in_the_working_folder(tmp_path):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    config = tmp_path / "demo.yaml"
+    config.write_text((REPO / "configs" / "demo.yaml").read_text())
+    store = ["--set", f"tracking.uri=sqlite:///{elsewhere / 'db' / 'runs.db'}",
+             "--set", f"tracking.state_dir={elsewhere / 'state'}", "--set", f"data.path={REPO / 'data' / 'demo.csv'}",
+             "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=2"]
+    (elsewhere / "db").mkdir(parents=True)
+    commands = [
+        ("validate", config, *store),
+        ("train", config, *store),
+        ("compare", config, *store, "--set", "compare.models=[naive, seasonal_naive, linear]"),
+        ("predict", config, *store, "--model", "models:/demo@champion", "--data", REPO / "data" / "demo.csv",
+         "--output", elsewhere / "out"),
+        ("schedule", config, *store, "--once", "--set", f"predict.output={elsewhere / 'out'}"),
+    ]
+    for command in commands:
+        result = forecaster(*command, cwd=work)
+        assert result.returncode == 0, (command[0], result.stderr[-3000:])
+        assert sorted(p.name for p in work.iterdir()) == [], command[0]
+    assert (elsewhere / "db" / "artifacts").is_dir()  # artifacts beside the database they belong to
+    assert any((elsewhere / "out").iterdir())

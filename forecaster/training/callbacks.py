@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -46,6 +48,45 @@ class BestWeights(pl.Callback):
         self.best_score = state_dict["best_score"]
         self.best_epoch = state_dict["best_epoch"]
         self.best_state = state_dict.get("best_state")
+
+
+class EpochLines(pl.Callback):
+    """One log line per epoch, where a progress bar would flood a file (cron, systemd, `> log`) or is turned off:
+
+        gru epoch 3/20: train_loss 0.4123  val_loss 0.3981 (best)  grad_norm 0.84 (max 2.10)  clipped 12%  4.2 s
+    """
+
+    def __init__(self, label: str = "", logger: logging.Logger | None = None):
+        self.label = f"{label} " if label else ""
+        self.logger = logger or logging.getLogger("forecaster.training")
+        self._losses: list[float] = []
+        self._started = 0.0
+        self._best = math.inf
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._losses, self._started = [], time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._losses.append(float(loss))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        parts = [f"train_loss {sum(self._losses) / max(len(self._losses), 1):.4f}"]
+        val = trainer.callback_metrics.get("val/loss")
+        if val is not None:
+            best = float(val) < self._best
+            self._best = min(self._best, float(val))
+            parts.append(f"val_loss {float(val):.4f}" + (" (best)" if best else ""))
+        if hasattr(pl_module, "gradient_summary"):
+            grads = pl_module.gradient_summary()
+            parts.append(f"grad_norm {grads['grad_norm']:.2f} (max {grads['grad_norm_max']:.2f})")
+            parts.append(f"clipped {grads['clipped_share']:.0%}")
+        parts.append(f"{time.perf_counter() - self._started:.1f} s")
+        self.logger.info("%sepoch %d/%d: %s", self.label, trainer.current_epoch + 1, trainer.max_epochs,
+                         "  ".join(parts))
 
 
 class EpochMlflowLogger(Logger):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,12 +110,14 @@ def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
 
 def fit_network(
     config: Config, datamodule, checkpoint_dir: Path, logger=None, resume: bool = False, extra_callbacks=(),
+    label: str = "",
 ) -> FittedModel:
+    """Train the network `config.model` describes; `label` names it in the per-epoch log lines."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from forecaster.runtime import tune_allocator, tune_threads
-    from forecaster.training.callbacks import BestWeights
+    from forecaster.training.callbacks import BestWeights, EpochLines
 
     if any(word in config.train.strategy for word in ("spawn", "fork", "notebook")):
         raise TrainingError(f"train.strategy={config.train.strategy}: rank zero would train in a child process "
@@ -137,6 +140,9 @@ def fit_network(
         callbacks.insert(0, best)
     if validate and config.train.patience > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=config.train.patience))
+    bar = config.train.progress and sys.stderr.isatty()  # a bar on a terminal, one line per epoch in a log
+    if not bar:
+        callbacks.append(EpochLines(label))
     trainer = pl.Trainer(
         max_epochs=config.train.max_epochs,
         accelerator=config.train.accelerator,
@@ -150,7 +156,7 @@ def fit_network(
         limit_val_batches=None if validate else 0,
         callbacks=callbacks,
         logger=logger if logger is not None else False,
-        enable_progress_bar=config.train.progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         deterministic=False,
         default_root_dir=str(checkpoint_dir),
@@ -208,7 +214,8 @@ def check_resumable(config: Config, checkpoint_dir: Path) -> None:
                             f"{', '.join(RESUMABLE_CHANGES)} may change), or train anew without --resume.")
 
 
-def fit_model(config: Config, datamodule, kind: str, checkpoint_dir: Path, logger=None, resume=False) -> FittedModel:
+def fit_model(config: Config, datamodule, kind: str, checkpoint_dir: Path, logger=None, resume=False,
+              label: str = "") -> FittedModel:
     if kind in BASELINES:
         return fit_baseline(kind, config, datamodule)
-    return fit_network(config, datamodule, checkpoint_dir, logger=logger, resume=resume)
+    return fit_network(config, datamodule, checkpoint_dir, logger=logger, resume=resume, label=label)

@@ -116,12 +116,15 @@ class ForecastModule(pl.LightningModule):
         self._grad_norms = []
         self._clipped_steps = 0
 
-    def on_train_epoch_end(self) -> None:
-        steps = max(len(self._grad_norms), 1)
+    def gradient_summary(self) -> dict[str, float]:
+        """This epoch so far: mean and max gradient norm before clipping, and the share of clipped steps."""
         finite = [n for n in self._grad_norms if math.isfinite(n)]
-        self.log("train/grad_norm", sum(finite) / max(len(finite), 1), sync_dist=True)
-        self.log("train/grad_norm_max", max(finite, default=0.0), sync_dist=True)
-        self.log("train/clipped_share", self._clipped_steps / steps, sync_dist=True)
+        return {"grad_norm": sum(finite) / max(len(finite), 1), "grad_norm_max": max(finite, default=0.0),
+                "clipped_share": self._clipped_steps / max(len(self._grad_norms), 1)}
+
+    def on_train_epoch_end(self) -> None:
+        for key, value in self.gradient_summary().items():
+            self.log(f"train/{key}", value, sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log("train/teacher_forcing", self.teacher_forcing_ratio)
 
