@@ -19,6 +19,7 @@ from forecaster.errors import ForecasterError
 
 EXAMPLES = """\
 examples:
+  forecaster init sales.csv                        write sales.yaml for your file, then validate it
   forecaster validate configs/demo.yaml            check a data file, one line per series
   forecaster train configs/demo-lstm.yaml --json   train one model, print test metrics
   forecaster compare configs/demo.yaml             rnn vs lstm vs gru vs baselines, register the winner
@@ -46,6 +47,14 @@ def _load(args: argparse.Namespace):
 
 def _print_json(result: dict[str, Any]) -> None:
     print(json.dumps(result, default=str, sort_keys=True))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pipelines import init
+
+    result = init.run(args.data, args.output, force=args.force)
+    print(init.format_result(result))
+    return 0 if result.ok else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -121,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output; tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    init = commands.add_parser("init", help="write a commented config for a CSV or Parquet file; validate it")
+    init.add_argument("data", help="the data file: CSV (any common delimiter) or Parquet")
+    init.add_argument("-o", "--output", help="where to write the config (default: <data file stem>.yaml here)")
+    init.add_argument("--force", action="store_true", help="replace an existing config file")
+    init.set_defaults(handler=cmd_init)
 
     validate = commands.add_parser("validate", help="check a data file against a config; print a per-series report")
     _add_config_args(validate)

@@ -57,7 +57,7 @@ def file_format(file: Path, configured: str = "auto") -> str:
 
 
 def _read_csv(file: Path, delimiter: str) -> pd.DataFrame:
-    header, sample = _peek(file)
+    header, sample = peek_lines(file)
     if not header:
         raise DataError(f"{file}: the file is empty. Expected a header line and data rows.")
     _check_delimiter(file, header, sample, delimiter)
@@ -74,7 +74,7 @@ def _read_csv(file: Path, delimiter: str) -> pd.DataFrame:
         raise DataError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}). Save it as UTF-8.") from None
 
 
-def _peek(file: Path, lines: int = 20) -> tuple[str, str]:
+def peek_lines(file: Path, lines: int = 20) -> tuple[str, str]:
     """The first non-blank line and a sample of up to `lines` lines, for checking the delimiter."""
     sample: list[str] = []
     with file.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
@@ -90,7 +90,7 @@ def _check_delimiter(file: Path, header: str, sample: str, delimiter: str) -> No
     """A header without the configured delimiter means the file uses another one: say which."""
     if delimiter in header:
         return
-    found = _sniff(header, sample)
+    found = sniff_delimiter_of(header, sample)
     if found is None:
         raise DataError(
             f"{file}: the header line {header!r} has no {_describe(delimiter)} (data.delimiter), so the file "
@@ -102,7 +102,7 @@ def _check_delimiter(file: Path, header: str, sample: str, delimiter: str) -> No
     )
 
 
-def _sniff(header: str, sample: str) -> str | None:
+def sniff_delimiter_of(header: str, sample: str) -> str | None:
     try:
         return csv.Sniffer().sniff(sample, delimiters=_CANDIDATE_DELIMITERS).delimiter
     except csv.Error:
