@@ -16,7 +16,7 @@ from typing import Any
 from forecaster.config import BASELINES, Config
 from forecaster.errors import ConfigError
 from forecaster.tracking import setup_tracking
-from pipelines.train import TrainResult, prepare_data, train_in_run
+from .train import TrainResult, prepare_data, train_in_run
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _leaderboard(config: Config, results: list[TrainResult], models, datamodule)
     } for r in results])
     backtest = None
     if config.compare.backtest_folds > 0:
-        from pipelines.backtest import backtest_models
+        from .backtest import backtest_models
 
         backtest = backtest_models(config, models, datamodule)
         table = table.merge(backtest.summary, on="model", how="left")
@@ -162,7 +162,7 @@ class Verdict:
 def _judge(config: Config, table, selected: TrainResult, datamodule, metric: str) -> Verdict:
     """Whether the winner replaces the champion: it must beat seasonal naive on `metric`, then the current
     champion on the newest rows neither trained on, by `compare.min_improvement` (relative)."""
-    from pipelines.champion import challenge, current_champion
+    from .champion import challenge, current_champion
 
     winner = table.iloc[0]
     if not config.compare.register_winner:

@@ -20,7 +20,7 @@ from forecaster.config import load_config
 from forecaster.data.features import season_length
 from forecaster.data.sniff import TableProfile, sniff_table
 from forecaster.errors import ConfigError, DataError
-from pipelines import validate
+from . import validate
 
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
 MIN_TRAIN_WINDOWS = 8  # per series, in the shortest one

@@ -63,7 +63,7 @@ Cycle = Callable[[Config], CycleReport]
 
 def run_cycle(config: Config) -> CycleReport:
     """Retrain and compare when `schedule.retrain` is set, then forecast with the model under the alias."""
-    from pipelines import compare, predict
+    from . import compare, predict
 
     detail = ""
     if config.schedule.retrain:

@@ -84,7 +84,7 @@ def log_data_record(config: Config, datamodule) -> None:
     }
     mlflow.log_dict(fingerprint, "data/fingerprint.json")
     mlflow.set_tags({f"data.{key}": value for key, value in fingerprint.items() if key != "path"})
-    from pipelines.validate import ValidationResult, format_report
+    from .validate import ValidationResult, format_report
 
     report = ValidationResult(config.data.path, panel.report_frame(), panel=panel)
     mlflow.log_text(format_report(report), "data/validation_report.txt")

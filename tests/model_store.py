@@ -1,6 +1,6 @@
 """A real MLflow store with a trained, registered model, for the predict and schedule tests.
 
-`train_and_register` trains through `pipelines.train.run` on the demo data (a baseline by default: well under a
+`train_and_register` trains through `forecaster_pipelines.train.run` on the demo data (a baseline by default: well under a
 second of fitting), registers the model and points the alias at it, as `forecaster compare` would.
 """
 
@@ -37,7 +37,7 @@ def demo_config(state_dir: Path, overrides: dict[str, Any] | None = None) -> Con
 def train_and_register(state_dir: Path, kind: str = "naive", overrides: dict[str, Any] | None = None) -> Store:
     import mlflow
 
-    from pipelines import train
+    from forecaster_pipelines import train
 
     config = demo_config(state_dir, overrides)
     result = train.run(config, kind=kind)

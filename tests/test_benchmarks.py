@@ -1,4 +1,5 @@
-"""The M4 scoring in benchmarks/m4.py on hand-computed examples: sMAPE, MASE, OWA and weekly Naive2."""
+"""The benchmarks' own logic: M4 scoring on hand-computed examples (sMAPE, MASE, OWA, weekly Naive2, the
+validation weeks), seeds, throughput, and the choice of a setting on validation data alone."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from m4 import NAIVE2_MASE, NAIVE2_SMAPE, m4_scores, mase_per_series, naive2_weekly, smape_per_series  # noqa: E402
+from m4 import (  # noqa: E402
+    NAIVE2_MASE, NAIVE2_SMAPE, m4_scores, mase_per_series, naive2_weekly, smape_per_series, validation_scorer,
+    validation_weeks,
+)
 
 
 def test_smape_matches_the_competition_formula_per_series():
@@ -56,9 +60,11 @@ def test_throughput_counts_only_the_windows_an_epoch_sees(limit, expected):
 def test_seed_summary_reports_mean_and_sample_spread():
     from ett import seed_summary
 
-    runs = [{"mode": "uni", "horizon": 24, "model": "gru", "mse": mse, "mae": mse * 2} for mse in (0.1, 0.2, 0.3)]
+    runs = [{"mode": "uni", "horizon": 24, "model": "gru", "mse": mse, "mae": mse * 2, "val_mse": mse * 3,
+             "val_mae": mse * 4} for mse in (0.1, 0.2, 0.3)]
     summary = seed_summary(runs)
     assert summary["mse"] == "0.2000 ± 0.1000" and summary["mae"] == "0.4000 ± 0.2000"
+    assert summary["val_mse"] == "0.6000 ± 0.3000" and summary["val_mae"] == "0.8000 ± 0.4000"
     assert summary["seed"] == "mean of 3"
 
 
@@ -71,3 +77,42 @@ def test_networks_run_once_per_seed_and_baselines_once():
     assert [(seed, c.train.seed) for seed, c in seeded_configs("gru-segment", config, [0, 1])] == [(0, 0), (1, 1)]
     assert [(seed, c.train.seed) for seed, c in seeded_configs("gru", config, None)] == [(7, 7)]
     assert [(seed, c) for seed, c in seeded_configs("linear", config, [0, 1])] == [(None, config)]
+
+
+def test_m4_validation_is_the_last_13_training_weeks_scored_against_naive2_there():
+    train = [np.arange(1.0, 21.0), np.array([5.0, 1.0] * 10)]  # 20 weeks each
+    history, actual = validation_weeks(train)
+    assert [len(row) for row in history] == [7, 7] and actual.tolist()[0] == list(range(8, 21))
+    scores = validation_scorer(train)
+    assert scores(naive2_weekly(history))["val_owa"] == pytest.approx(1.0)  # Naive2 on the same weeks
+    assert scores(actual) == pytest.approx({"val_smape": 0.0, "val_mase": 0.0, "val_owa": 0.0})
+
+
+def test_the_choice_reads_validation_only_and_tests_the_chosen_candidate_alone():
+    """Candidate "b" has the lowest validation score, "a" would have the lowest test score: "b" must win, and the
+    test split is scored once, for "b", after every candidate was validated."""
+    from selection import Benchmark, choose
+
+    val = {"a": 0.30, "b": 0.20, "c": 0.40}
+    test = {"a": 0.10, "b": 0.50, "c": 0.05}
+    calls = []
+
+    def fit(overrides):
+        calls.append(("fit", overrides["name"]))
+        return overrides["name"], {"epochs": 1}
+
+    def validate(trained):
+        calls.append(("val", trained))
+        return {"val_mse": val[trained]}
+
+    def score_test(trained):
+        calls.append(("test", trained))
+        return {"test_mse": test[trained]}
+
+    candidates = {label: {"name": label} for label in val}
+    rows, chosen = choose(candidates, Benchmark("val_mse", fit, validate, score_test))
+    assert chosen["candidate"] == "b" and chosen["test_mse"] == 0.50
+    assert [call for call in calls if call[0] == "test"] == [("test", "b")] and calls[-1] == ("test", "b")
+    assert [row["val_mse"] for row in rows] == [0.30, 0.20, 0.40]
+    assert [row.get("test_mse") for row in rows] == [None, 0.50, None]
+    assert [row.get("chosen") for row in rows] == [None, "yes", None]

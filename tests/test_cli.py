@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def forecaster(*args, cwd=REPO, timeout=600):
-    command = [sys.executable, "-m", "forecaster.cli", *map(str, args)]
+    command = [sys.executable, "-m", "forecaster_pipelines", *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -23,16 +23,16 @@ def test_help_is_instant_and_lists_the_commands():
     started = time.perf_counter()
     result = forecaster("--help")
     assert result.returncode == 0
-    for command in ("validate", "train", "compare", "predict", "schedule", "ui"):
+    for command in ("init", "validate", "train", "compare", "predict", "schedule", "ui"):
         assert command in result.stdout
     # Heavy libraries are imported by the commands that need them, never by --help.
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, forecaster.cli as c\n"
+        [sys.executable, "-c", "import sys, forecaster_pipelines.cli as c\n"
          "try: c.main(['--help'])\nexcept SystemExit: pass\n"
          "print(sorted(m for m in ('torch', 'mlflow', 'pytorch_lightning') if m in sys.modules))"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=REPO.parent,  # not the repository: the installed package
     )
-    assert probe.stdout.strip().endswith("[]"), probe.stdout
+    assert probe.stdout.strip().endswith("[]"), probe.stdout + probe.stderr
     assert time.perf_counter() - started < 30  # generous: a loaded CI machine; the import check is the real test
 
 
@@ -116,3 +116,25 @@ def test_commands_leave_nothing_in_the_working_folder(tmp_path):
         assert sorted(p.name for p in work.iterdir()) == [], command[0]
     assert (elsewhere / "db" / "artifacts").is_dir()  # artifacts beside the database they belong to
     assert any((elsewhere / "out").iterdir())
+
+
+def test_the_library_parses_no_arguments_and_imports_no_job():
+    """forecaster/ is the library; the jobs and the command line live in pipelines/ (`forecaster_pipelines`)."""
+    import ast
+
+    for path in (REPO / "forecaster").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith(("pipelines", "forecaster_pipelines", "argparse")), (path, name)
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists the packages (pipelines/ installs under another name): a new folder must be listed too."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "forecaster").rglob("__init__.py")}
+    assert found | {"forecaster_pipelines"} == listed

@@ -79,7 +79,7 @@ def test_unquoted_yaml_dates_are_accepted_as_border_timestamps(tmp_path):
 
 
 def test_compare_refuses_multi_process_strategies():
-    from pipelines import compare
+    from forecaster_pipelines import compare
 
     with pytest.raises(ConfigError, match="forecaster train"):
         compare.run(load_config(None, ["train.strategy=ddp", "train.devices=2"]))

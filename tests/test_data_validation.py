@@ -12,7 +12,7 @@ from forecaster.config import DataConfig, build_config
 from forecaster.data.panel import build_panel, load_panel
 from forecaster.data.splits import compute_borders
 from forecaster.errors import DataError
-from pipelines.validate import format_report, run
+from forecaster_pipelines.validate import format_report, run
 
 LONG = DataConfig(timestamp="ts", series_id="id", target="y", covariates=["x"])
 

@@ -15,7 +15,7 @@ import torch
 
 from forecaster.config import load_config
 from forecaster.tracking import tracking_uri
-from pipelines import train
+from forecaster_pipelines import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2
@@ -43,7 +43,7 @@ def test_two_process_ddp_logs_one_run_shards_windows_and_matches_single_process(
                  "train.accelerator": "cpu"}
     env = {key: value for key, value in os.environ.items()
            if key not in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MLFLOW_TRACKING_URI")}
-    command = [sys.executable, "-m", "forecaster.cli", "train", str(config_file),
+    command = [sys.executable, "-m", "forecaster_pipelines", "train", str(config_file),
                *[f"--set={key}={value}" for key, value in overrides.items()]]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**env, "OMP_NUM_THREADS": "1"})

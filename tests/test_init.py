@@ -13,7 +13,7 @@ import yaml
 
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, DataError
-from pipelines import init, validate
+from forecaster_pipelines import init, validate
 
 
 def _init_and_load(data, output):
@@ -199,7 +199,7 @@ def test_a_written_config_trains(tmp_path):
     path = tmp_path / "visits.csv"
     _weekly(150, absent=[40]).to_csv(path, index=False)
     result = init.run(path, tmp_path / "visits.yaml")
-    from pipelines import train
+    from forecaster_pipelines import train
 
     config = load_config(result.config_path, {
         "train.max_epochs": 1, "train.limit_train_batches": 2, "train.progress": False,

@@ -16,7 +16,7 @@ from model_store import DEMO_CSV, REPO_ROOT, Store, train_and_register
 from forecaster.errors import ConfigError, DataError, ModelError
 from forecaster.serving.resolve import resolve_model
 from forecaster.tracking import file_fingerprint, setup_tracking
-from pipelines import predict
+from forecaster_pipelines import predict
 
 SERIES = ["site_a", "site_b", "site_c", "site_d"]
 HORIZON = 24
@@ -210,7 +210,7 @@ def test_incomplete_settings_are_config_errors(store, tmp_path, settings, expect
 def test_the_cli_prints_one_json_line_and_exits_2_on_bad_input(store, tmp_path):
     env_config = tmp_path / "config.yaml"
     env_config.write_text(f"tracking:\n  state_dir: {store.config.tracking.state_dir}\n  experiment: test\n")
-    command = [sys.executable, "-m", "forecaster.cli", "predict", str(env_config), "--model", "models:/demo@champion",
+    command = [sys.executable, "-m", "forecaster_pipelines", "predict", str(env_config), "--model", "models:/demo@champion",
                "--output", str(tmp_path / "out"), "--json"]
 
     done = subprocess.run([*command, "--data", str(DEMO_CSV)], capture_output=True, text=True, cwd=REPO_ROOT)

@@ -20,8 +20,8 @@ import pytest
 from forecaster import outputs
 from forecaster.config import Config, ScheduleConfig
 from forecaster.errors import ConfigError, ForecasterError
-from pipelines import schedule
-from pipelines.schedule import CycleReport
+from forecaster_pipelines import schedule
+from forecaster_pipelines.schedule import CycleReport
 
 THURSDAY = datetime(2026, 11, 26, 10, 7, tzinfo=ZoneInfo("UTC"))
 
@@ -133,7 +133,7 @@ def test_once_runs_one_cycle_and_reports_its_failure(tmp_path):
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from pipelines.schedule import schedule_lock
+    from forecaster_pipelines.schedule import schedule_lock
     with schedule_lock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(60)
@@ -164,8 +164,8 @@ STUCK_WRITING = textwrap.dedent("""
     from pathlib import Path
     from forecaster.config import Config
     from forecaster.outputs import atomic_write
-    from pipelines import schedule
-    from pipelines.schedule import CycleReport
+    from forecaster_pipelines import schedule
+    from forecaster_pipelines.schedule import CycleReport
 
     def stuck_cycle(config):
         def write(handle):
@@ -227,7 +227,7 @@ def test_the_schedule_command_forecasts_refuses_a_second_scheduler_and_stops_on_
     config = store.config.with_overrides({"schedule.cron": "* * * * * */2", "predict.output": str(tmp_path / "out")})
     config_file = tmp_path / "schedule.yaml"
     config_file.write_text(dump_config(config))
-    command = [sys.executable, "-m", "forecaster.cli", "schedule", str(config_file)]
+    command = [sys.executable, "-m", "forecaster_pipelines", "schedule", str(config_file)]
     scheduler = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     try:
         history_file = Path(config.tracking.state_dir) / schedule.HISTORY_FILE

@@ -20,7 +20,7 @@ import pytest
 from forecaster.config import load_config
 from forecaster.serving.resolve import resolve_model
 from forecaster.tracking import tracking_uri
-from pipelines import compare, train
+from forecaster_pipelines import compare, train
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_train_with_an_empty_test_split_from_the_cli(tmp_path, empty_test):
     data = write_series(tmp_path / "cycle.csv", slow_cycle(400))
     extra = [] if empty_test.startswith("split.test_fraction") else ["--set", "split.val_size=48"]
     result = subprocess.run(
-        [sys.executable, "-m", "forecaster.cli", "train", str(REPO / "configs" / "demo-gru.yaml"), "--json",
+        [sys.executable, "-m", "forecaster_pipelines", "train", str(REPO / "configs" / "demo-gru.yaml"), "--json",
          "--set", f"data.path={data}", "--set", "data.series_id=null", "--set", "data.target=value", "--set", "data.covariates=[]",
          "--set", f"tracking.state_dir={tmp_path / 'state'}", "--set", "train.max_epochs=1",
          "--set", "train.limit_train_batches=2", "--set", "train.progress=false", "--set", "window.lookback=48",

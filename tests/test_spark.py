@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from model_store import DEMO_CSV, train_and_register
 
-from pipelines import predict
+from forecaster_pipelines import predict
 
 pytestmark = [
     pytest.mark.spark,

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from forecaster.bundle import ModelBundle
 from forecaster.config import load_config
 from forecaster.tracking import tracking_uri
-from pipelines import compare, train
+from forecaster_pipelines import compare, train
 
 pytestmark = pytest.mark.slow
 
@@ -211,7 +211,7 @@ def test_forecaster_ui_serves_the_embedded_store(compared, repo_root, tmp_path):
     config_file.write_text(f"tracking:\n  state_dir: {config.tracking.state_dir}\n  experiment: demo\n")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "forecaster.cli", "ui", str(config_file), "--port", str(port)],
+        [sys.executable, "-m", "forecaster_pipelines", "ui", str(config_file), "--port", str(port)],
         stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
     )
     try:

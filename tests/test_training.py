@@ -9,7 +9,7 @@ from forecaster.config import load_config
 from forecaster.errors import TrainingError
 from forecaster.evaluation import forecast_windows, score
 from forecaster.training.fit import fit_baseline, fit_network
-from pipelines.train import prepare_data
+from forecaster_pipelines.train import prepare_data
 
 
 def sine_csv(path, rows=1200, noise=0.1, seed=0):

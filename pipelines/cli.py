@@ -50,7 +50,7 @@ def _print_json(result: dict[str, Any]) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from pipelines import init
+    from . import init
 
     result = init.run(args.data, args.output, force=args.force)
     print(init.format_result(result))
@@ -58,7 +58,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pipelines import validate
+    from . import validate
 
     result = validate.run(_load(args))
     print(validate.format_report(result))
@@ -69,7 +69,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines import train
+    from . import train
 
     result = train.run(_load(args), resume=args.resume)
     print(train.format_result(result))
@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipelines import compare
+    from . import compare
 
     config = _load(args)
     if args.promote:
@@ -92,7 +92,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipelines import predict
+    from . import predict
 
     config = _load(args)
     overrides = {
@@ -109,13 +109,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from pipelines import schedule
+    from . import schedule
 
     return schedule.run(_load(args), once=args.once)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from pipelines import ui
+    from . import ui
 
     return ui.run(_load(args), host=args.host, port=args.port)
 
@@ -233,7 +233,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
