@@ -1,16 +1,45 @@
-"""Shared fixtures: paths to the demo and real data, and a builder of small synthetic panels."""
+"""Shared fixtures: the one way to shrink a config for a test, paths to the demo and real data, and a builder of
+small synthetic panels."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from forecaster.config import Config, load_config
 from forecaster.data.panel import Panel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+# What makes a real config fast enough for a test: one or two short epochs of a small network, one thread, no
+# bar, and every file the run writes under the test's own folder.
+SHRUNK = {"train.max_epochs": 2, "train.limit_train_batches": 4, "train.progress": False, "train.threads": 1,
+          "model.hidden_size": 8}
+
+
+def shrink_config(config: str | Path | Config | None, state_dir: Path, **overrides: Any) -> Config:
+    """A config file (or a Config, or the defaults for None) made small: `SHRUNK`, the demo data unless the
+    config names other data, the store in `state_dir`, then `overrides` (dotted keys) on top."""
+    base = {**SHRUNK, "tracking.state_dir": str(state_dir)}
+    if isinstance(config, Config):
+        return config.with_overrides({**base, **overrides})
+    if config is not None and not Path(config).is_absolute():
+        config = REPO_ROOT / "configs" / config
+    loaded = load_config(config)
+    if loaded.data.path == "data/demo.csv":
+        base["data.path"] = str(REPO_ROOT / "data" / "demo.csv")
+    return loaded.with_overrides({**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def shrink():
+    """`shrink(config, state_dir, **overrides)`: see `shrink_config`."""
+    return shrink_config
 
 
 @pytest.fixture(scope="session")

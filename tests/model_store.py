@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forecaster.config import Config, load_config
+from conftest import shrink_config
+
+from forecaster.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CSV = REPO_ROOT / "data" / "demo.csv"
@@ -26,11 +28,10 @@ class Store:
 
 
 def demo_config(state_dir: Path, overrides: dict[str, Any] | None = None) -> Config:
-    return load_config(REPO_ROOT / "configs" / "demo-lstm.yaml", {
-        "data.path": str(DEMO_CSV), "tracking.state_dir": str(state_dir), "tracking.experiment": "test",
-        "registry.name": NAME, "registry.alias": ALIAS, "train.max_epochs": 1, "train.limit_train_batches": 2,
-        "train.progress": False, "predict.model": f"models:/{NAME}@{ALIAS}", "predict.data": str(DEMO_CSV),
-        **(overrides or {}),
+    return shrink_config("demo-lstm.yaml", state_dir, **{
+        "tracking.experiment": "test", "registry.name": NAME, "registry.alias": ALIAS, "train.max_epochs": 1,
+        "train.limit_train_batches": 2, "model.hidden_size": 32, "predict.model": f"models:/{NAME}@{ALIAS}",
+        "predict.data": str(DEMO_CSV), **(overrides or {}),
     })
 
 

@@ -13,6 +13,8 @@ import mlflow
 import pytest
 import torch
 
+from conftest import shrink_config
+
 from forecaster.config import load_config
 from forecaster.tracking import tracking_uri
 from forecaster_pipelines import train
@@ -23,9 +25,13 @@ BATCH = 128  # the single process's batch; each of the two DDP ranks takes half,
 
 
 def demo_overrides(state_dir: Path, batch_size: int) -> dict:
-    return {"data.path": str(REPO_ROOT / "data" / "demo.csv"), "tracking.state_dir": str(state_dir),
-            "tracking.experiment": "ddp", "model.hidden_size": 16, "train.max_epochs": EPOCHS,
-            "train.batch_size": batch_size, "train.progress": False}
+    """The shrunk demo-lstm config as `--set` overrides, since the DDP run is a command line."""
+    shrunk = shrink_config("demo-lstm.yaml", state_dir, **{
+        "tracking.experiment": "ddp", "model.hidden_size": 16, "train.max_epochs": EPOCHS,
+        "train.batch_size": batch_size, "train.limit_train_batches": None})
+    return {key: shrunk.flat()[key] for key in ("data.path", "tracking.state_dir", "tracking.experiment",
+                                                "model.hidden_size", "train.max_epochs", "train.batch_size",
+                                                "train.progress", "train.threads")}
 
 
 def steps_in_last_checkpoint(state_dir: Path) -> int:

@@ -16,8 +16,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shrink_config
 
-from forecaster.config import load_config
 from forecaster.serving.resolve import resolve_model
 from forecaster.tracking import tracking_uri
 from forecaster_pipelines import compare, train
@@ -34,14 +34,12 @@ def write_series(path: Path, values: np.ndarray, start: str = "2024-01-01") -> P
 
 
 def config_for(path: Path, state: Path, **overrides):
-    base = {
+    return shrink_config(None, state, **{
         "data.path": str(path), "data.target": "value", "window.lookback": 48, "window.horizon": 24,
-        "split.val_size": 96, "split.test_size": 96, "tracking.state_dir": str(state),
-        "tracking.experiment": "selection", "registry.name": "selection", "train.progress": False,
-        "train.max_epochs": 3, "train.lr": 0.01, "model.hidden_size": 8, "model.num_layers": 1,
-        "model.dropout": 0.0, "train.patience": 0,
-    }
-    return load_config(None, {**base, **overrides})
+        "split.val_size": 96, "split.test_size": 96, "tracking.experiment": "selection",
+        "registry.name": "selection", "train.max_epochs": 3, "train.lr": 0.01, "model.num_layers": 1,
+        "model.dropout": 0.0, "train.patience": 0, "train.limit_train_batches": None, **overrides,
+    })
 
 
 def walk_then_daily_cycle(rows: int = 600, test_rows: int = 96) -> np.ndarray:

@@ -16,26 +16,18 @@ import pytest
 from mlflow import MlflowClient
 
 from forecaster.bundle import ModelBundle
-from forecaster.config import load_config
 from forecaster.tracking import tracking_uri
 from forecaster_pipelines import compare, train
 
 pytestmark = pytest.mark.slow
 
 
-def tiny(config_name, tmp_path, repo_root, **overrides):
-    base = {
-        "data.path": str(repo_root / "data" / "demo.csv"), "tracking.state_dir": str(tmp_path / "state"),
-        "train.max_epochs": 2, "train.limit_train_batches": 4, "train.progress": False,
-        "model.hidden_size": 8,
-    }
-    return load_config(repo_root / "configs" / config_name, {**base, **overrides})
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory, repo_root):
+def compared(tmp_path_factory, shrink):
     tmp_path = tmp_path_factory.mktemp("compare")
-    config = tiny("demo.yaml", tmp_path, repo_root, **{"compare.models": ["gru", "naive", "seasonal_naive"]})
+    config = shrink("demo.yaml", tmp_path / "state", **{"compare.models": ["gru", "naive", "seasonal_naive"]})
     return config, compare.run(config)
 
 
@@ -81,8 +73,8 @@ def test_runs_hold_config_plots_report_and_model(compared):
     assert os.path.isfile(os.path.join(parent, "plots", "leaderboard.png"))
 
 
-def test_alias_stays_when_only_baselines_compete(tmp_path, repo_root):
-    config = tiny("demo.yaml", tmp_path, repo_root, **{"compare.models": ["seasonal_naive", "naive"]})
+def test_alias_stays_when_only_baselines_compete(tmp_path, shrink):
+    config = shrink("demo.yaml", tmp_path / "state", **{"compare.models": ["seasonal_naive", "naive"]})
     result = compare.run(config)
     assert not result.alias_moved and result.registered_version is None
     with pytest.raises(mlflow.exceptions.MlflowException):
@@ -159,8 +151,8 @@ def mlflow_server(tmp_path_factory):
         stop(process)
 
 
-def test_training_against_a_real_tracking_server(mlflow_server, tmp_path, repo_root, monkeypatch):
-    config = tiny("demo-lstm.yaml", tmp_path, repo_root, **{"tracking.uri": mlflow_server})
+def test_training_against_a_real_tracking_server(mlflow_server, tmp_path, repo_root, shrink, monkeypatch):
+    config = shrink("demo-lstm.yaml", tmp_path / "state", **{"tracking.uri": mlflow_server})
     result = train.run(config)
     client = MlflowClient(mlflow_server)
     run = client.get_run(result.run_id)

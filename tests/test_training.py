@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from forecaster.config import load_config
+from conftest import shrink_config
+
 from forecaster.errors import TrainingError
 from forecaster.evaluation import forecast_windows, score
 from forecaster.training.fit import fit_baseline, fit_network
@@ -26,13 +27,12 @@ def sine_csv(path, rows=1200, noise=0.1, seed=0):
 
 def sine_config(tmp_path, **overrides):
     path = sine_csv(tmp_path / "sine.csv")
-    base = {
+    return shrink_config(None, tmp_path / "state", **{
         "data.path": str(path), "data.target": "value", "window.lookback": 48, "window.horizon": 12,
         "model.hidden_size": 16, "model.num_layers": 1, "model.dropout": 0.0, "train.max_epochs": 4,
-        "train.batch_size": 32, "train.lr": 0.01, "train.progress": False, "train.patience": 0,
-        "tracking.state_dir": str(tmp_path / "state"),
-    }
-    return load_config(None, {**base, **overrides})
+        "train.batch_size": 32, "train.lr": 0.01, "train.patience": 0, "train.limit_train_batches": None,
+        **overrides,
+    })
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "peephole_lstm"])
@@ -54,12 +54,12 @@ def exploding_config(tmp_path, clip):
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=rows, freq="h").astype(str),
                           "value": 1e3 * np.sin(2 * np.pi * t / 24)})
     frame.to_csv(tmp_path / "wild.csv", index=False)
-    return load_config(None, {
+    return shrink_config(None, tmp_path / "state", **{
         "data.path": str(tmp_path / "wild.csv"), "data.target": "value", "window.lookback": 24,
         "window.horizon": 6, "model.cell": "rnn", "model.hidden_size": 16, "model.num_layers": 1,
         "model.dropout": 0.0, "model.revin": False, "train.optimizer": "sgd", "train.lr": 5.0,
-        "train.max_epochs": 3, "train.batch_size": 16, "train.patience": 0, "train.progress": False,
-        "train.gradient_clip_val": clip, "tracking.state_dir": str(tmp_path / "state"),
+        "train.max_epochs": 3, "train.batch_size": 16, "train.patience": 0, "train.limit_train_batches": None,
+        "train.gradient_clip_val": clip,
     })
 
 
