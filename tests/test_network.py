@@ -137,20 +137,32 @@ def test_direct_and_segment_ignore_y(strategy):
     assert torch.equal(forced, net(batch["x_past"], batch["x_future"]))
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@torch.no_grad()
+def test_recursive_with_a_one_step_lookback_starts_from_a_zero_state(cell):
+    """With L=1 there is nothing to warm up on (no step has a y_{t-1}): the roll-out must start from the cell's
+    zero state instead of running it over an empty sequence, which torch's fused cells refuse."""
+    net = RecurrentForecaster(2, 4, 1, 1, H, cell=cell, strategy="recursive", hidden_size=4, num_layers=2).eval()
+    x_past, x_future, y = torch.randn(B, 1, 4), torch.randn(B, H, 1), torch.randn(B, H, 2)
+    for teacher_forcing in (0.0, 1.0):
+        pred = net(x_past, x_future, y, teacher_forcing)
+        assert pred.shape == (B, H, 2, 1) and torch.isfinite(pred).all()
+
+
 @torch.no_grad()
 def test_segment_strategy_reads_whole_segments_and_pads_the_oldest():
     """L=10 in segments of 3 is 4 segments, the first padded with the window's first step, so the oldest step
     still reaches the forecast; H=4 is cut from 2 output segments of 3. Each segment embeds w steps of a row's
     columns: its own target and the 3 covariate columns."""
     net = build("segment", "three-targets", "gru", segment_length=3, channel_independent=True, revin=False).eval()
-    assert (net.n_segments_in, net.n_segments_out) == (4, 2)
+    assert (net.encoder.n_segments, net.decoder.n_segments) == (4, 2)
     batch = make_batch("three-targets")
     pred = net(batch["x_past"], batch["x_future"])
     for step in (0, L - 1):
         x_past = batch["x_past"].clone()
         x_past[:, step, 0] += 1.0
         assert not torch.allclose(net(x_past, batch["x_future"])[:, :, 0], pred[:, :, 0]), f"step {step} unread"
-    assert net.embed[0].in_features == 3 * (1 + 3) and "segments of 3" in net.describe()
+    assert net.encoder.embed[0].in_features == 3 * (1 + 3) and "segments of 3" in net.describe()
 
 
 @torch.no_grad()
@@ -164,7 +176,7 @@ def test_segment_channel_embedding_tells_targets_apart():
     x_past[..., 2] = x_past[..., 0]
     pred = net(x_past, batch["x_future"])[..., 0]
     assert not torch.allclose(pred[..., 0], pred[..., 1])
-    net.channel.data[:] = net.channel.data[0]
+    net.decoder.channel.data[:] = net.decoder.channel.data[0]
     same = net(x_past, batch["x_future"])[..., 0]
     torch.testing.assert_close(same[..., 0], same[..., 1])
 
