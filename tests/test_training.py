@@ -205,3 +205,11 @@ def test_training_without_validation_rows_keeps_the_last_epoch(tmp_path):
     everything = datamodule.for_borders(Borders(lengths, lengths, lengths))
     fitted = fit_network(config, everything, tmp_path / "ckpt")
     assert fitted.epochs_run == 2 and fitted.best_epoch is None and fitted.best_val_loss is None
+
+
+def test_a_checkpoint_without_its_config_record_is_not_resumed(tmp_path):
+    config = sine_config(tmp_path, **{"train.max_epochs": 1})
+    fit_network(config, prepare_data(config), tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "config.json").unlink()  # as an earlier forecaster left its checkpoints
+    with pytest.raises(TrainingError, match="earlier forecaster"):
+        fit_network(config, prepare_data(config), tmp_path / "ckpt", resume=True)

@@ -20,16 +20,18 @@ from torch import nn
 
 from forecaster.config import BASELINES, Config
 from forecaster.errors import TrainingError
+from forecaster.forecasting import Predictor
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class FittedModel:
-    """What training produced: `predictor.predict(x_past, x_future) -> [B, H, T]`, plus how it got there."""
+    """What training produced: the network or baseline, as the `forecasting.Predictor` that forecasts with it,
+    plus how it got there."""
 
     kind: str  # "network" or a baseline name
-    predictor: object
+    predictor: Predictor
     network: nn.Module | None
     baseline: object | None
     n_params: int
@@ -38,16 +40,6 @@ class FittedModel:
     best_val_loss: float | None = None
     epochs_run: int = 0
     trainer_metrics: dict[str, float] = field(default_factory=dict)
-
-
-class NetworkPredictor:
-    """A trained network seen as a point forecaster on the scaled axis."""
-
-    def __init__(self, module):
-        self.module = module.eval()
-
-    def predict(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
-        return self.module(x_past, x_future)
 
 
 def global_rank(devices_per_node: int = 1) -> int:
@@ -104,8 +96,8 @@ def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
     baseline = make_baseline(name, season_length=datamodule.season_length, lookback=config.window.lookback,
                              horizon=config.window.horizon, n_targets=datamodule.n_targets)
     baseline.fit(datamodule.train_dataloader())
-    return FittedModel(kind=name, predictor=baseline, network=None, baseline=baseline, n_params=baseline.n_params,
-                       train_seconds=time.perf_counter() - started)
+    return FittedModel(kind=name, predictor=Predictor(config.model, baseline=baseline), network=None,
+                       baseline=baseline, n_params=baseline.n_params, train_seconds=time.perf_counter() - started)
 
 
 def fit_network(
@@ -178,7 +170,7 @@ def fit_network(
         module.load_state_dict(best.best_state)  # also after a resume whose later epochs did not improve
     return FittedModel(
         kind="network",
-        predictor=NetworkPredictor(module),
+        predictor=Predictor(config.model, network=network),
         network=network,
         baseline=None,
         n_params=sum(p.numel() for p in network.parameters()),
@@ -203,6 +195,10 @@ def check_resumable(config: Config, checkpoint_dir: Path) -> None:
     """A resume continues the same training: any other config value than `RESUMABLE_CHANGES` is refused."""
     record = checkpoint_dir / "config.json"
     if not record.is_file():
+        if (checkpoint_dir / "last.ckpt").is_file():
+            raise TrainingError(f"--resume: the checkpoint in {checkpoint_dir} was written by an earlier forecaster, "
+                                f"which kept neither its config nor its best weights beside it (and whose network "
+                                f"laid out its parameters differently); train anew without --resume")
         return
     before, now = json.loads(record.read_text()), json.loads(json.dumps(config.flat(), default=str))
     changed = sorted(key for key in before.keys() | now.keys()
