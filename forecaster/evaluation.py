@@ -1,20 +1,19 @@
-"""Forecast every window of a split and score it, the same way for networks and baselines."""
+"""Forecast every window of a split and score it, the same way for networks and baselines.
+
+The forecasts come from `forecasting.scaled_forecasts`, the path every forecast takes; this module keeps the
+point forecast of each window with its actuals, and scores them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 
+from forecaster.forecasting import Predictor, scaled_forecasts
 from forecaster.metrics import evaluate, naive_scale
-
-
-class PointForecaster(Protocol):
-    def predict(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
-        """[B, L, F_past], [B, H, F_future] -> [B, H, T] on the scaled axis."""
 
 
 @dataclass
@@ -27,15 +26,14 @@ class WindowForecasts:
     origin: np.ndarray
 
 
-def forecast_windows(model: PointForecaster, batches: Iterable[dict[str, torch.Tensor]]) -> WindowForecasts | None:
-    """Every window of `batches`; None when there is none (an empty split)."""
+def forecast_windows(predictor: Predictor, batches: Iterable[dict[str, torch.Tensor]]) -> WindowForecasts | None:
+    """The point forecast of every window of `batches`; None when there is none (an empty split)."""
     preds, actuals, series, origins = [], [], [], []
-    with torch.inference_mode():
-        for batch in batches:
-            preds.append(model.predict(batch["x_past"], batch["x_future"]).float().cpu().numpy())
-            actuals.append(batch["y"].cpu().numpy())
-            series.append(batch["series"].cpu().numpy())
-            origins.append(batch["origin"].cpu().numpy())
+    for batch, pred in scaled_forecasts(predictor, batches):
+        preds.append(pred[..., predictor.point_index])  # [B, H, T, Q] -> [B, H, T]
+        actuals.append(batch["y"].cpu().numpy())
+        series.append(batch["series"].cpu().numpy())
+        origins.append(batch["origin"].cpu().numpy())
     if not preds:
         return None
     return WindowForecasts(

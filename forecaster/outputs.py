@@ -1,23 +1,29 @@
-"""Forecast files on disk: a stable name per model and forecast origin, atomic writes, a manifest beside each.
+"""Forecast outputs on disk, for every engine: a stable name per model and forecast origin, nothing partial ever
+visible, a manifest beside each output as its commit record.
 
-A batch writes two files into the output folder:
+A batch writes two entries into the output folder:
 
-    forecast_<model>_<origin>.csv|parquet      the forecasts
+    forecast_<model>_<origin>.csv|parquet      the forecasts: a file (pandas) or a Parquet dataset folder (Spark)
     forecast_<model>_<origin>.manifest.json    what made them: input hash, model, counts, timings
 
 `<model>` is a registered name and version (`demo-v3`), a logged model id, a run id or a hash of a local model
-folder; `<origin>` is the forecast origin (`20240131T230000`). Each file goes to a temporary file in the same
-folder, is fsynced and renamed over its final name, so a reader never sees a partial file. The manifest is the
-commit record: it is removed before a forecast file is replaced and written after it, so a crash in between
-leaves a forecast without a manifest, which the next run treats as absent and rewrites.
+folder; `<origin>` is the forecast origin (`20240131T230000`). A file goes to a temporary file in the same
+folder, is fsynced and renamed over its final name; a dataset is written whole into a hidden `staging_folder` in
+the same folder and renamed into place. So a reader never sees a partial output. The manifest is the commit
+record: it is removed before an output is replaced and written after it, so a crash in between leaves an output
+without a manifest, which the next run treats as absent and rewrites. Hidden leftovers of a killed process
+(temporary files, staging folders) are removed by the next write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +66,47 @@ def output_paths(folder: str | Path, model_label: str, origin: pd.Timestamp, fmt
 
 def existing_manifest(paths: OutputPaths) -> dict[str, Any] | None:
     """The manifest of a complete earlier output at these paths, or None when there is none or it is broken."""
-    if not (paths.manifest.is_file() and paths.forecast.is_file()):
+    if not (paths.manifest.is_file() and paths.forecast.exists()):
         return None
     try:
         manifest = json.loads(paths.manifest.read_text())
     except (OSError, ValueError):
         return None
     recorded = manifest.get("output", {})
-    if recorded.get("file") != paths.forecast.name or recorded.get("bytes") != paths.forecast.stat().st_size:
+    if recorded.get("file") != paths.forecast.name or recorded.get("bytes") != _size(paths.forecast):
         return None
     return manifest
+
+
+def staging_folder(folder: str | Path) -> Path:
+    """A fresh path for a dataset to be written whole (by Spark) before `write_output` moves it into place: a
+    visible name inside a hidden folder of its own in `folder` (Spark ignores a hidden path when it reads one
+    back). Staging folders of processes that no longer run are removed first."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".staging-*"):
+        if _left_by_dead_process(stale):
+            _remove(stale)
+    hidden = folder / f".staging-{uuid.uuid4().hex[:12]}-{os.getpid()}"
+    hidden.mkdir()
+    return hidden / "forecasts"
+
+
+def discard(staging: Path) -> None:
+    """Remove a `staging_folder` and its hidden folder (its forecasts are not wanted, or already moved)."""
+    _remove(staging.parent)
+
+
+def output_fingerprint(path: Path) -> dict[str, Any]:
+    """sha256 and size of an output: of its one file, or of a dataset folder's files (names and bytes)."""
+    if path.is_file():
+        return file_fingerprint(path)
+    digest, size = hashlib.sha256(), 0
+    for file in sorted(item for item in path.rglob("*") if item.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(file_fingerprint(file)["sha256"].encode())
+        size += file.stat().st_size
+    return {"sha256": digest.hexdigest(), "bytes": size}
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -102,27 +139,74 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
 
 
-def write_output(frame: pd.DataFrame, paths: OutputPaths, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write the forecast file, then its manifest, completed with an `output` entry: the file's name, format,
-    sha256, size and the seconds its writing took. Returns the manifest as written."""
+def write_output(forecasts: pd.DataFrame | Path, paths: OutputPaths, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Commit `forecasts` at `paths`: remove the old manifest, put the forecasts in place, then write the manifest
+    completed with an `output` entry: the output's name, format, sha256, size and the seconds its writing took.
+    Returns the manifest as written.
+
+    `forecasts`: a frame, written atomically as one file in the format `paths.forecast` ends with; or a dataset
+    folder already written whole at a `staging_folder` path, renamed into place (its staging folder is removed
+    either way).
+    """
     fmt = paths.forecast.suffix.lstrip(".")
     paths.manifest.unlink(missing_ok=True)
     start = time.perf_counter()
-    write_frame(frame, paths.forecast, fmt)
+    if isinstance(forecasts, pd.DataFrame):
+        if paths.forecast.is_dir():  # a dataset another engine wrote; without its manifest it counts as absent
+            _remove(paths.forecast)
+        write_frame(forecasts, paths.forecast, fmt)
+    else:
+        _move_into_place(Path(forecasts), paths.forecast)
     seconds = round(time.perf_counter() - start, 4)
-    fingerprint = file_fingerprint(paths.forecast)
+    fingerprint = output_fingerprint(paths.forecast)
     manifest = {**manifest, "output": {"file": paths.forecast.name, "format": fmt, **fingerprint, "write_s": seconds}}
     text = json.dumps(manifest, indent=2, default=str) + "\n"
     atomic_write(paths.manifest, lambda handle: handle.write(text.encode()))
     return manifest
 
 
+def _move_into_place(staging: Path, path: Path) -> None:
+    """Rename the finished dataset folder `staging` to `path`, setting aside whatever was there first."""
+    try:
+        _remove_stale_temporaries(path)
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+        if path.exists():
+            os.replace(path, aside)
+        os.replace(staging, path)
+    except BaseException:
+        discard(staging)
+        raise
+    _fsync_folder(path.parent)
+    discard(staging)
+    _remove(aside)
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Temporary files for `path` left by processes that no longer run (killed mid-write)."""
-    for temporary in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = temporary.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            temporary.unlink(missing_ok=True)
+    """Temporary files and set-aside outputs for `path` left by processes that no longer run (killed mid-write)."""
+    for pattern in (f".{path.name}.tmp-*", f".{path.name}.old-*"):
+        for temporary in path.parent.glob(pattern):
+            if _left_by_dead_process(temporary):
+                _remove(temporary)
+
+
+def _left_by_dead_process(path: Path) -> bool:
+    """Hidden working names end in the writer's process id."""
+    pid = path.name.rsplit("-", 1)[-1]
+    return pid.isdigit() and not _process_alive(int(pid))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of all files in a dataset folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
 
 
 def _process_alive(pid: int) -> bool:

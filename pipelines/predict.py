@@ -1,10 +1,11 @@
 """The predict job: forecasts for every series in a history file, from any saved model, written safely.
 
-`run(config)` reads `predict.*`: resolve the model (an MLflow URI or a folder), read the history in the model's
-own data layout, let the bundle validate it and forecast all series in batches (no Lightning Trainer, no GPU),
-add who-made-this columns, and write the forecast file and its manifest atomically under a name fixed by the
-model version and the forecast origin. Rerunning for the same model version and origin writes nothing unless
-`predict.overwrite` is set. Each written batch is an MLflow run in the experiment `<tracking.experiment>-predictions`.
+`run(config)` reads `predict.*`: resolve the model (an MLflow URI or a folder), forecast every series of the
+history with `forecasting.forecast` (pandas engine: in this process; Spark engine: in Spark tasks, staged as a
+Parquet dataset), and commit the forecasts and their manifest through `forecaster.outputs` under a name fixed by
+the model version and the forecast origin, the same way for both engines. Rerunning for the same model version
+and origin writes nothing unless `predict.overwrite` is set. Each written batch is an MLflow run in the
+experiment `<tracking.experiment>-predictions`.
 """
 
 from __future__ import annotations
@@ -71,8 +72,7 @@ def run(config: Config) -> PredictResult:
     """`forecaster predict`: forecast every series in `predict.data` with `predict.model`."""
     import mlflow
 
-    import forecaster.bundle  # noqa: F401  (imports torch now, so that the timings below measure the job)
-    from forecaster.data.io import read_table
+    import forecaster.forecasting  # noqa: F401  (imports torch now, so that the timings below measure the job)
     from forecaster.serving.resolve import resolve_model
 
     settings = _checked_settings(config)
@@ -83,39 +83,39 @@ def run(config: Config) -> PredictResult:
 
     with _timed(timings, "load_model_s"):
         model = resolve_model(settings.model)
-    if settings.engine == "spark":
-        return _run_spark(config, model, experiment_id)
-    with _timed(timings, "read_s"):
-        history = read_table(model.bundle.config.data, settings.data)
-        fingerprint = file_fingerprint(settings.data)
-    with _timed(timings, "predict_s"):
-        forecast = model.bundle.predict(history, skip_bad_series=settings.skip_bad_series,
-                                        batch_size=settings.batch_size, source=settings.data)
+    stage = _stage_spark if settings.engine == "spark" else _stage_pandas
+    staged = stage(model, settings, timings)
+    fingerprint = file_fingerprint(settings.data)
 
-    origin = max(pd.Timestamp(stamp) for stamp in forecast.origins.values())
-    paths = outputs.output_paths(settings.output, model.label, origin, settings.format)
+    paths = outputs.output_paths(settings.output, model.label, staged.origin, settings.format)
     existing = outputs.existing_manifest(paths)
     if existing is not None and not settings.overwrite:
+        if isinstance(staged.forecasts, Path):
+            outputs.discard(staged.forecasts)
         return PredictResult(
             status=SKIPPED_EXISTING, paths=paths, manifest=existing, seconds=time.perf_counter() - started,
-            input_changed=existing["input"]["sha256"] != fingerprint["sha256"], skipped=forecast.skipped,
+            input_changed=existing["input"]["sha256"] != fingerprint["sha256"], skipped=staged.skipped or {},
         )
 
-    created_at = pd.Timestamp.now(tz="UTC").floor("s")
-    frame = _with_metadata(forecast, model, created_at)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"predict {paths.forecast.stem}") as batch:
         manifest = {
-            "created_at": created_at.isoformat(), "forecaster_version": forecaster.__version__,
+            "created_at": staged.created_at.isoformat(), "forecaster_version": forecaster.__version__,
             "batch_run_id": batch.info.run_id, "tracking_uri": tracking_uri(config.tracking),
+            **({"engine": "spark", "spark_master": staged.master} if staged.master else {}),
             "input": {"path": str(Path(settings.data).resolve()), **fingerprint},
-            "model": _model_record(model), "forecast_origin": origin.isoformat(),
-            "counts": {"rows": len(frame), "series": len(forecast.origins), "skipped": len(forecast.skipped)},
-            "skipped_series": forecast.skipped, "timings_s": timings,
+            "model": model.record(), "forecast_origin": staged.origin.isoformat(),
+            "counts": staged.counts,
+            **({"skipped_series": staged.skipped} if staged.skipped is not None else {}), "timings_s": timings,
         }
-        manifest = outputs.write_output(frame, paths, manifest)
+        try:
+            manifest = outputs.write_output(staged.forecasts, paths, manifest)
+        finally:
+            if isinstance(staged.forecasts, Path):
+                outputs.discard(staged.forecasts)  # gone already when it was moved into place
         seconds = time.perf_counter() - started
         _log_batch(manifest, settings, seconds)
-    return PredictResult(status=WRITTEN, paths=paths, manifest=manifest, seconds=seconds, skipped=forecast.skipped)
+    return PredictResult(status=WRITTEN, paths=paths, manifest=manifest, seconds=seconds,
+                         skipped=staged.skipped or {})
 
 
 def _checked_settings(config: Config):
@@ -130,52 +130,57 @@ def _checked_settings(config: Config):
     return settings
 
 
-def _run_spark(config: Config, model, experiment_id: str):
-    """The same forecasts on Apache Spark (`predict.spark_master`), written as partitioned Parquet; the batch is
-    recorded as an MLflow run like a pandas batch."""
-    import mlflow
+@dataclass
+class _Staged:
+    """An engine's forecasts, ready to commit: a frame (pandas), or a dataset in a staging folder (Spark)."""
 
-    from forecaster.serving.spark import predict_spark
-
-    settings = config.predict
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"predict spark {model.label}"):
-        result = predict_spark(
-            model, settings.data, Path(settings.output) / f"forecast_{outputs.safe_label(model.label)}",
-            master=settings.spark_master, skip_bad_series=settings.skip_bad_series, batch_size=settings.batch_size,
-        )
-        mlflow.set_tags({"forecaster.job": "predict", "forecaster.engine": "spark",
-                         "forecaster.model_uri": model.uri, "forecaster.model_version": model.version or ""})
-        mlflow.log_params({"model_uri": model.uri, "model_version": model.version, "source_run_id": model.run_id,
-                           "input_path": str(Path(settings.data).resolve()), "output_dir": str(result.output),
-                           "spark_master": result.master, "forecast_origin": result.forecast_origin})
-        mlflow.log_metrics({"rows": result.rows, "series": result.series, "duration_s": result.seconds})
-    return result
+    forecasts: pd.DataFrame | Path
+    origin: pd.Timestamp  # the latest last-observed time among the series
+    counts: dict[str, int]
+    created_at: pd.Timestamp
+    skipped: dict[str, str] | None = None  # series left out and why; None: not known (Spark)
+    master: str | None = None  # Spark's
 
 
-def _model_record(model) -> dict[str, Any]:
-    bundle = model.bundle
-    return {"uri": model.uri, "name": model.name, "version": model.version, "model_id": model.model_id,
-            "source_run_id": model.run_id, "kind": bundle.kind, "lookback": bundle.lookback,
-            "horizon": bundle.horizon, "quantiles": bundle.quantiles}
+def _stage_pandas(model, settings, timings: dict[str, float]) -> _Staged:
+    from forecaster.data.io import read_table
+    from forecaster.forecasting import forecast, with_metadata
+
+    with _timed(timings, "read_s"):
+        history = read_table(model.bundle.config.data, settings.data)
+    with _timed(timings, "predict_s"):
+        result = forecast(model.bundle, history, skip_bad_series=settings.skip_bad_series,
+                          batch_size=settings.batch_size, source=settings.data)
+    created_at = pd.Timestamp.now(tz="UTC").floor("s")
+    frame = with_metadata(result, model_uri=model.uri, model_version=model.version, source_run_id=model.run_id,
+                          created_at=created_at)
+    counts = {"rows": len(frame), "series": len(result.origins), "skipped": len(result.skipped)}
+    return _Staged(forecasts=frame, origin=max(pd.Timestamp(stamp) for stamp in result.origins.values()),
+                   counts=counts, created_at=created_at, skipped=result.skipped)
 
 
-def _with_metadata(forecast, model, created_at: pd.Timestamp) -> pd.DataFrame:
-    """The bundle's forecast columns, then the columns that say which model made each row, from where, when."""
-    frame = forecast.frame.copy()
-    frame["model_uri"] = model.uri
-    frame["model_version"] = model.version
-    frame["source_run_id"] = model.run_id
-    origins = {series_id: pd.Timestamp(stamp) for series_id, stamp in forecast.origins.items()}
-    frame["forecast_origin"] = frame["series_id"].map(origins)
-    frame["created_at"] = created_at
-    return frame
+def _stage_spark(model, settings, timings: dict[str, float]) -> _Staged:
+    """The same forecasts on Apache Spark (`predict.spark_master`), staged as a partitioned Parquet dataset."""
+    from forecaster.errors import DataError
+    from forecaster.serving.spark import stage_spark
+
+    with _timed(timings, "spark_s"):
+        staged = stage_spark(model, settings.data, settings.output, master=settings.spark_master,
+                             skip_bad_series=settings.skip_bad_series, batch_size=settings.batch_size)
+    if staged.forecast_origin is None:
+        outputs.discard(staged.folder)
+        raise DataError(f"{settings.data}: no series left to forecast")
+    return _Staged(forecasts=staged.folder, origin=staged.forecast_origin,
+                   counts={"rows": staged.rows, "series": staged.series}, created_at=staged.created_at,
+                   master=staged.master)
 
 
 def _log_batch(manifest: dict[str, Any], settings, seconds: float) -> None:
     import mlflow
 
     model, counts = manifest["model"], manifest["counts"]
-    mlflow.set_tags({"forecaster.job": "predict", "forecaster.model_uri": model["uri"],
+    mlflow.set_tags({"forecaster.job": "predict", "forecaster.engine": settings.engine,
+                     "forecaster.model_uri": model["uri"],
                      "forecaster.model_version": model["version"] or "",
                      "forecaster.output": manifest["output"]["file"]})
     mlflow.log_params({
@@ -184,6 +189,7 @@ def _log_batch(manifest: dict[str, Any], settings, seconds: float) -> None:
         "input_sha256": manifest["input"]["sha256"], "forecast_origin": manifest["forecast_origin"],
         "output_dir": str(Path(settings.output).resolve()), "format": settings.format,
         "batch_size": settings.batch_size, "skip_bad_series": settings.skip_bad_series,
+        **({"spark_master": manifest["spark_master"]} if "spark_master" in manifest else {}),
     })
     mlflow.log_metrics({**{key: float(value) for key, value in counts.items()}, "duration_s": seconds,
                         "forecasts_per_s": counts["rows"] / seconds if seconds > 0 else 0.0,
@@ -208,9 +214,6 @@ def _skipped_lines(skipped: dict[str, str], shown: int = 10) -> str:
 
 
 def format_result(result) -> str:
-    if not isinstance(result, PredictResult):  # a Spark batch
-        return (f"wrote {result.rows:,} forecasts for {result.series:,} series to {result.output} (Spark "
-                f"{result.master}, forecast origin {result.forecast_origin}, {result.seconds:.1f} s)")
     model = result.manifest["model"]
     made_by = f"{model['name']} version {model['version']}" if model["version"] else model["uri"]
     if result.status == SKIPPED_EXISTING:

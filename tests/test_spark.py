@@ -37,9 +37,9 @@ def test_spark_forecasts_equal_the_pandas_engine_row_for_row(store, tmp_path):
     # Through the job users run: `forecaster predict --engine spark --format parquet`.
     result = predict.run(config.with_overrides({"predict.engine": "spark", "predict.output": str(tmp_path / "spark"),
                                                 "predict.spark_master": "local[2]"}))
-    written = pd.read_parquet(result.output)
+    written = pd.read_parquet(result.paths.forecast)
 
-    assert sorted(path.name for path in result.output.glob(f"{PARTITION_COLUMN}=*")) == \
+    assert sorted(path.name for path in result.paths.forecast.glob(f"{PARTITION_COLUMN}=*")) == \
         [f"{PARTITION_COLUMN}=2024-03-30"]
     actual = written.drop(columns=PARTITION_COLUMN)
     assert list(actual.columns) == list(expected.columns)
@@ -50,3 +50,99 @@ def test_spark_forecasts_equal_the_pandas_engine_row_for_row(store, tmp_path):
     actual = actual.sort_values(KEY, ignore_index=True).drop(columns="created_at")
     expected = expected.sort_values(KEY, ignore_index=True).drop(columns="created_at")
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False, rtol=1e-5)
+
+
+def spark_config(store, output):
+    return store.config.with_overrides({"predict.engine": "spark", "predict.format": "parquet",
+                                        "predict.output": str(output), "predict.data": str(DEMO_CSV),
+                                        "predict.spark_master": "local[2]"})
+
+
+def visible(folder):
+    return sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+
+
+@pytest.mark.slow  # three Spark jobs
+def test_a_spark_batch_that_fails_before_its_commit_leaves_nothing_and_a_rerun_writes_once(store, tmp_path,
+                                                                                           monkeypatch):
+    from forecaster import outputs
+
+    real_move = outputs._move_into_place
+
+    def crash(staging, path):
+        assert any(staging.glob("origin_date=*/*.parquet"))  # the dataset is written whole, not yet committed
+        raise OSError("the machine went down between write and commit")
+
+    monkeypatch.setattr(outputs, "_move_into_place", crash)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="between write and commit"):
+        predict.run(spark_config(store, out))
+    assert list(out.iterdir()) == []  # neither a dataset, nor a manifest, nor the staging folder
+
+    monkeypatch.setattr(outputs, "_move_into_place", real_move)
+    first = predict.run(spark_config(store, out))
+    assert first.status == predict.WRITTEN and first.rows == 96
+    assert visible(out) == sorted([first.paths.forecast.name, first.paths.manifest.name])
+    assert first.paths.forecast.is_dir() and first.paths.forecast.name.endswith("_20240330T230000.parquet")
+    assert outputs.existing_manifest(first.paths) == first.manifest
+    assert first.manifest["engine"] == "spark" and first.manifest["counts"] == {"rows": 96, "series": 4}
+    written = outputs.output_fingerprint(first.paths.forecast)
+
+    again = predict.run(spark_config(store, out))
+    assert again.status == predict.SKIPPED_EXISTING and again.run_id == first.run_id
+    assert outputs.output_fingerprint(first.paths.forecast) == written
+    assert sorted(out.iterdir()) == sorted([first.paths.forecast, first.paths.manifest])  # staging discarded
+
+    replaced = predict.run(spark_config(store, out).with_overrides({"predict.overwrite": True}))
+    assert replaced.status == predict.WRITTEN and replaced.run_id != first.run_id
+    assert sorted(out.iterdir()) == sorted([first.paths.forecast, first.paths.manifest])
+    assert len(pd.read_parquet(first.paths.forecast)) == 96
+
+
+KILLED_SPARK_BATCH = """
+import sys
+from forecaster.serving.spark import predict_spark
+predict_spark(sys.argv[1], sys.argv[2], sys.argv[3], master="local[1]")
+"""
+
+
+@pytest.mark.slow  # a Spark batch in a subprocess, killed, then two more in this process
+def test_a_spark_batch_killed_mid_write_leaves_no_partial_output(store, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import mlflow
+
+    from forecaster import outputs
+    from forecaster.serving.spark import SKIPPED_EXISTING, WRITTEN, predict_spark
+    from forecaster.tracking import setup_tracking
+
+    setup_tracking(store.config.tracking)
+    model = Path(mlflow.artifacts.download_artifacts(artifact_uri=store.model_uri, dst_path=str(tmp_path / "m")))
+    out = tmp_path / "out"
+    batch = subprocess.Popen([sys.executable, "-c", KILLED_SPARK_BATCH, str(model), str(DEMO_CSV), str(out)],
+                             cwd=Path(__file__).parents[1], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.is_dir() and any(out.glob(".staging-*/forecasts/_temporary"))):
+            assert batch.poll() is None, "the batch ended before it began writing"
+            assert time.monotonic() < deadline, "no staging folder appeared"
+            time.sleep(0.05)
+    finally:
+        os.killpg(batch.pid, signal.SIGKILL)  # the driver and its JVM, as a power cut would
+        batch.wait()
+    assert visible(out) == []
+    assert [path.name.split("-")[0] for path in out.iterdir()] == [".staging"]
+
+    first = predict_spark(str(model), DEMO_CSV, out, master="local[1]")
+    assert first.status == WRITTEN and first.rows == 96
+    assert sorted(out.iterdir()) == sorted([first.paths.forecast, first.paths.manifest])  # the leftover is gone
+    assert outputs.existing_manifest(first.paths) == first.manifest
+
+    again = predict_spark(str(model), DEMO_CSV, out, master="local[1]")
+    assert again.status == SKIPPED_EXISTING and again.manifest == first.manifest
+    assert sorted(out.iterdir()) == sorted([first.paths.forecast, first.paths.manifest])

@@ -84,6 +84,22 @@ class Panel:
             raise ValueError(f"values must have shape {self.values.shape}, got {values.shape}")
         return dataclasses.replace(self, values=np.asarray(values, dtype=np.float32))
 
+    def select(self, keep: Sequence[int]) -> Panel:
+        """The panel of the series `keep` (indices), in that order; `reports` still describe every input series.
+        Keeping every series in order returns this panel itself."""
+        keep = [int(index) for index in keep]
+        if keep == list(range(self.n_series)):
+            return self
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]).astype(np.int64)
+        return dataclasses.replace(
+            self,
+            series_ids=[self.series_ids[i] for i in keep],
+            offsets=np.concatenate([[0], np.cumsum(self.lengths[keep])]).astype(np.int64),
+            timestamps=self.timestamps[rows],
+            values=np.ascontiguousarray(self.values[rows]),
+            interpolated=None if self.interpolated is None else np.ascontiguousarray(self.interpolated[rows]),
+        )
+
     def report_frame(self) -> pd.DataFrame:
         """One row per input series with the `REPORT_COLUMNS`."""
         return report_frame(self.reports)
@@ -146,7 +162,13 @@ def apply_missing_policy(scan: ScannedFrame, policy: str) -> Panel:
             reports[index] = dataclasses.replace(reports[index], filled=filled)
         else:
             reports[index] = dataclasses.replace(reports[index], dropped=True)
-    return _select(scan, values, keep, tuple(reports), interpolated)
+    panel = Panel(
+        series_ids=list(scan.series_ids), offsets=np.asarray(scan.offsets, dtype=np.int64), timestamps=scan.timestamps,
+        values=values, targets=list(scan.targets), covariates=list(scan.covariates),
+        future_covariates=list(scan.future_covariates), freq=scan.freq, source=scan.source, reports=tuple(reports),
+        interpolated=interpolated,
+    )
+    return panel.select(keep)
 
 
 def without_look_ahead(panel: Panel, ends: Sequence[np.ndarray]) -> Panel:
@@ -198,29 +220,6 @@ def _fill(block: np.ndarray, policy: str, scan: ScannedFrame, index: int) -> np.
         known = ~np.isnan(block[:, j])
         filled[~known, j] = np.interp(rows[~known], rows[known], block[known, j])  # flat beyond the ends
     return filled
-
-
-def _select(scan: ScannedFrame, values: np.ndarray, keep: list[int], reports: tuple[SeriesReport, ...],
-            interpolated: np.ndarray | None = None) -> Panel:
-    """The panel of the series `keep` (indices into `scan`), in their original order."""
-    lengths = np.diff(scan.offsets)[keep]
-    if len(keep) == len(scan.series_ids):
-        rows = slice(None)
-    else:
-        rows = np.concatenate([np.arange(scan.offsets[i], scan.offsets[i + 1]) for i in keep])
-    return Panel(
-        series_ids=[scan.series_ids[i] for i in keep],
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        timestamps=scan.timestamps[rows],
-        values=np.ascontiguousarray(values[rows]),
-        targets=list(scan.targets),
-        covariates=list(scan.covariates),
-        future_covariates=list(scan.future_covariates),
-        freq=scan.freq,
-        source=scan.source,
-        reports=reports,
-        interpolated=None if interpolated is None else np.ascontiguousarray(interpolated[rows]),
-    )
 
 
 def missing_message(scan: ScannedFrame, reports: list[SeriesReport], holes: list[int], shown: int = 5) -> str:

@@ -45,7 +45,9 @@ def log_bundle(bundle, example: pd.DataFrame, name: str = "model") -> str:
     (`models:/m-...`). `example` is a history frame in the training layout; its forecast fixes the signature."""
     import mlflow
 
-    forecast = bundle.predict(example).frame
+    from forecaster.forecasting import forecast as forecast_history
+
+    forecast = forecast_history(bundle, example).frame
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = Path(tmp) / "bundle"
         bundle.save(bundle_dir)

@@ -18,7 +18,9 @@ class ForecasterModel(PythonModel):
 
     # A DataFrame hint tells MLflow the input is a frame; the signature (logged explicitly) does the validating.
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.bundle.predict(model_input).frame
+        from forecaster.forecasting import forecast
+
+        return forecast(self.bundle, model_input).frame
 
 
 mlflow.models.set_model(ForecasterModel())

@@ -63,6 +63,13 @@ class ResolvedModel:
     model_id: str | None
     label: str
 
+    def record(self) -> dict:
+        """What a manifest says about the model."""
+        bundle = self.bundle
+        return {"uri": self.uri, "name": self.name, "version": self.version, "model_id": self.model_id,
+                "source_run_id": self.run_id, "kind": bundle.kind, "lookback": bundle.lookback,
+                "horizon": bundle.horizon, "quantiles": bundle.quantiles}
+
 
 def resolve_model(uri: str) -> ResolvedModel:
     """Locate and load a model. MLflow URIs use the tracking and registry URIs set now (`setup_tracking`)."""

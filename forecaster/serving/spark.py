@@ -3,13 +3,16 @@
 The driver resolves the model and ships its bundle folder (weights and JSON, no pickles) to every executor with
 `SparkContext.addFile`. Spark reads the history (CSV or Parquet), keeps the model's columns, and deals the series
 into `buckets` groups by a hash of the series id: every series lies whole in one group. `applyInPandas` hands each
-group to `ModelBundle.predict`, which validates and forecasts all its series in batches, exactly as the pandas
-engine does for the whole file. A group of many series, not one per series, keeps the network's batches full.
+group to `forecasting.forecast` and `forecasting.with_metadata`, the pandas engine's own path for a whole file. A
+group of many series, not one per series, keeps the network's batches full.
 
-Output: a Parquet dataset in `output_dir`, partitioned by `origin_date` (the date of each series' forecast
-origin), with the pandas engine's columns in its order. Partitions are overwritten one by one, so rerunning a
-day's batch replaces that day and leaves the others. The same job runs on a cluster when `master` names it
-(`spark://host:7077`, `yarn`, `k8s://...`); executors need forecaster and its dependencies installed.
+Output: `stage_spark` writes a Parquet dataset, partitioned by `origin_date` (the date of each series' forecast
+origin), with the pandas engine's columns in its order, into a hidden staging folder inside the output folder.
+`predict_spark` then commits it through `forecaster.outputs` exactly as the pandas engine commits its file: renamed
+to `forecast_<model>_<origin>.parquet/`, then the manifest written; a rerun for the same model and origin
+discards its staging folder and writes nothing unless `overwrite`. The same job runs on a cluster when `master`
+names it (`spark://host:7077`, `yarn`, `k8s://...`); executors need forecaster and its dependencies installed, and
+the output folder must be one file system the driver can rename in.
 """
 
 from __future__ import annotations
@@ -27,28 +30,55 @@ from typing import TYPE_CHECKING, Any
 from forecaster.errors import DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from forecaster.bundle import ModelBundle
+    from forecaster.outputs import OutputPaths
     from forecaster.serving.resolve import ResolvedModel
 
 DEFAULT_MASTER = "local[2]"
 PARTITION_COLUMN = "origin_date"
-METADATA_COLUMNS = ("model_uri", "model_version", "source_run_id", "forecast_origin", "created_at")
+WRITTEN = "written"
+SKIPPED_EXISTING = "skipped-existing"
+
+
+@dataclass
+class StagedForecasts:
+    """A Spark batch's forecasts, written whole into `folder` (a hidden staging folder), not yet committed."""
+
+    folder: Path
+    rows: int
+    series: int
+    forecast_origin: pd.Timestamp | None  # the latest origin over all series; None when nothing was forecast
+    created_at: pd.Timestamp
+    master: str
+    seconds: float
 
 
 @dataclass
 class SparkPredictResult:
-    output: Path  # the Parquet dataset folder
-    rows: int
-    series: int
-    forecast_origin: str  # the latest origin over all series, ISO 8601
-    created_at: str
+    status: str  # WRITTEN or SKIPPED_EXISTING
+    paths: OutputPaths  # paths.forecast: the Parquet dataset folder
+    manifest: dict[str, Any]  # as written now, or as found for SKIPPED_EXISTING
     seconds: float
     master: str
 
+    @property
+    def output(self) -> Path:
+        return self.paths.forecast
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["counts"]["rows"])
+
+    @property
+    def series(self) -> int:
+        return int(self.manifest["counts"]["series"])
+
     def summary(self) -> dict[str, Any]:
-        return {"engine": "spark", "output": str(self.output), "rows": self.rows, "series": self.series,
-                "forecast_origin": self.forecast_origin, "created_at": self.created_at,
-                "seconds": round(self.seconds, 3), "master": self.master,
+        return {"engine": "spark", "status": self.status, "output": str(self.output), "rows": self.rows,
+                "series": self.series, "forecast_origin": self.manifest["forecast_origin"],
+                "created_at": self.manifest["created_at"], "seconds": round(self.seconds, 3), "master": self.master,
                 "forecasts_per_s": round(self.rows / self.seconds, 1) if self.seconds > 0 else None}
 
 
@@ -58,31 +88,69 @@ def predict_spark(
     output_dir: str | Path,
     master: str | None = None,
     *,
+    overwrite: bool = False,
+    **options,
+) -> SparkPredictResult:
+    """Forecast every series in `data_path` with `model` on Spark and commit the Parquet dataset and its manifest
+    under `output_dir`, named after the model and the forecast origin; `options` as for `stage_spark`. When a
+    complete output for the same model and origin is there already, write nothing (`SKIPPED_EXISTING`) unless
+    `overwrite`."""
+    import forecaster
+    from forecaster import outputs
+    from forecaster.serving.resolve import resolve_model
+    from forecaster.tracking import file_fingerprint
+
+    resolved = resolve_model(model) if isinstance(model, str) else model
+    staged = stage_spark(resolved, data_path, output_dir, master, **options)
+    if staged.forecast_origin is None:
+        outputs.discard(staged.folder)
+        raise DataError(f"{data_path}: no series left to forecast")
+    paths = outputs.output_paths(output_dir, resolved.label, staged.forecast_origin, "parquet")
+    existing = outputs.existing_manifest(paths)
+    if existing is not None and not overwrite:
+        outputs.discard(staged.folder)
+        return SparkPredictResult(SKIPPED_EXISTING, paths, existing, staged.seconds, staged.master)
+    manifest = outputs.write_output(staged.folder, paths, {
+        "created_at": staged.created_at.isoformat(), "forecaster_version": forecaster.__version__,
+        "engine": "spark", "spark_master": staged.master,
+        "input": {"path": str(Path(data_path).resolve()), **file_fingerprint(data_path)},
+        "model": resolved.record(), "forecast_origin": staged.forecast_origin.isoformat(),
+        "counts": {"rows": staged.rows, "series": staged.series}, "timings_s": {"spark_s": round(staged.seconds, 4)},
+    })
+    return SparkPredictResult(WRITTEN, paths, manifest, staged.seconds, staged.master)
+
+
+def stage_spark(
+    model: ResolvedModel,
+    data_path: str | Path,
+    output_dir: str | Path,
+    master: str | None = None,
+    *,
     created_at=None,
     skip_bad_series: bool = False,
     batch_size: int = 1024,
     buckets: int | None = None,
     spark=None,
-) -> SparkPredictResult:
-    """Forecast every series in `data_path` with `model` on Spark; write Parquet under `output_dir`.
+) -> StagedForecasts:
+    """Forecast every series in `data_path` with `model` on Spark, into a new hidden staging folder in
+    `output_dir`; commit it with `outputs.write_output` (or drop it with `outputs.discard`). A failure removes it.
 
-    `model`: a model URI or folder (resolved with the tracking URI set now) or a `resolve_model` result.
     `master`: a Spark master URL (default `local[2]`); ignored when an active `spark` session is passed.
     `created_at`: the batch's timestamp (default now, UTC), the same in every row.
     `buckets`: groups the series are dealt into (default: 4 per core Spark offers).
     """
     import pandas as pd
 
-    from forecaster.serving.resolve import resolve_model
+    from forecaster import outputs
 
     started = time.perf_counter()
-    resolved = resolve_model(model) if isinstance(model, str) else model
-    bundle = resolved.bundle
+    bundle = model.bundle
     created = pd.Timestamp(created_at if created_at is not None else pd.Timestamp.now(tz="UTC")).floor("s")
     if created.tzinfo is None:
         created = created.tz_localize("UTC")
     session = spark if spark is not None else spark_session(master or DEFAULT_MASTER)
     master = session.sparkContext.master
+    staging = outputs.staging_folder(output_dir)
     try:
         with tempfile.TemporaryDirectory(prefix="forecaster-spark-") as tmp:
             folder = Path(tmp) / f"bundle-{uuid.uuid4().hex}"  # executors keep files by name: one per batch
@@ -90,43 +158,43 @@ def predict_spark(
             session.sparkContext.addFile(str(folder), recursive=True)
             history = _read_history(session, bundle, Path(data_path))
             settings = {"bundle_name": folder.name, "skip_bad_series": skip_bad_series, "batch_size": batch_size,
-                        "metadata": {"model_uri": resolved.uri, "model_version": resolved.version,
-                                     "source_run_id": resolved.run_id, "created_at": created}}
+                        "metadata": {"model_uri": model.uri, "model_version": model.version,
+                                     "source_run_id": model.run_id, "created_at": created}}
 
             def forecast_group(history):  # a plain function: Spark inspects it, and warns about a partial
                 return _forecast_group(history, **settings)
 
             groups = buckets or 4 * session.sparkContext.defaultParallelism
-            _write(session, history, bundle, forecast_group, groups, Path(output_dir))
-        counts = _counts(session, Path(output_dir), created)
+            _write(session, history, bundle, forecast_group, groups, staging)
+        counts = _counts(session, staging)
+    except BaseException:
+        outputs.discard(staging)
+        raise
     finally:
         if spark is None:
             session.stop()
-    return SparkPredictResult(output=Path(output_dir), seconds=time.perf_counter() - started,
-                              created_at=created.isoformat(), master=master, **counts)
+    return StagedForecasts(folder=staging, created_at=created, master=master,
+                           seconds=time.perf_counter() - started, **counts)
 
 
 def forecast_schema(bundle: ModelBundle):
-    """The pandas engine's columns and order: bundle forecast columns, then who-made-this columns."""
+    """The pandas engine's columns and order (`forecasting.FORECAST_COLUMNS`, quantile columns, then
+    `forecasting.METADATA_COLUMNS`) as Spark types."""
     from pyspark.sql import types as T
 
-    quantiles = [f"forecast_q{round(q * 100):02d}" for q in bundle.quantiles or []]
-    return T.StructType([
-        T.StructField("series_id", T.StringType()),
-        T.StructField("target", T.StringType()),
-        T.StructField("timestamp", T.TimestampNTZType()),
-        T.StructField("step", T.LongType()),
-        *[T.StructField(name, T.DoubleType()) for name in ("forecast", *quantiles)],
-        T.StructField("model_uri", T.StringType()),
-        T.StructField("model_version", T.StringType()),
-        T.StructField("source_run_id", T.StringType()),
-        T.StructField("forecast_origin", T.TimestampNTZType()),
-        T.StructField("created_at", T.TimestampType()),
-    ])
+    from forecaster.forecasting import FORECAST_COLUMNS, METADATA_COLUMNS, quantile_column
+
+    types = {"series_id": T.StringType(), "target": T.StringType(), "timestamp": T.TimestampNTZType(),
+             "step": T.LongType(), "forecast": T.DoubleType(), "model_uri": T.StringType(),
+             "model_version": T.StringType(), "source_run_id": T.StringType(),
+             "forecast_origin": T.TimestampNTZType(), "created_at": T.TimestampType()}
+    quantiles = [quantile_column(q) for q in bundle.quantiles or []]
+    return T.StructType([T.StructField(name, types.get(name, T.DoubleType()))
+                         for name in (*FORECAST_COLUMNS, *quantiles, *METADATA_COLUMNS)])
 
 
 def spark_session(master: str = DEFAULT_MASTER):
-    """A session configured as `predict_spark` needs it: UTC, per-partition overwrite, Arrow, this interpreter."""
+    """A session configured as `predict_spark` needs it: UTC, Arrow, this interpreter."""
     from pyspark.sql import SparkSession
 
     # Python workers run `PYSPARK_PYTHON`, else whatever `python3` is first on PATH, which need not have
@@ -134,7 +202,6 @@ def spark_session(master: str = DEFAULT_MASTER):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (SparkSession.builder.master(master).appName("forecaster-predict")
             .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
             .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # not INT96: keeps the UTC zone
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.pyspark.python", sys.executable)  # local workers run this interpreter
@@ -185,37 +252,31 @@ def _write(session, history, bundle: ModelBundle, forecast_group, groups: int, o
                  .applyInPandas(forecast_group, schema=forecast_schema(bundle))
                  .withColumn(PARTITION_COLUMN, F.to_date("forecast_origin")))
     try:
-        forecasts.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(str(output))
+        forecasts.write.mode("errorifexists").partitionBy(PARTITION_COLUMN).parquet(str(output))
     except PythonException as exc:
         reason = str(exc).strip().splitlines()
         raise DataError(f"spark predict failed in a task: {reason[-1] if reason else exc}") from None
 
 
-def _counts(session, output: Path, created) -> dict[str, Any]:
-    """Rows, series and the latest origin of this batch (earlier days' partitions stay in the dataset)."""
+def _counts(session, output: Path) -> dict[str, Any]:
+    """Rows, series and the latest forecast origin of the dataset written at `output`."""
+    import pandas as pd
     from pyspark.sql import functions as F
 
-    written = session.read.parquet(str(output)).where(F.col("created_at") == F.lit(created.to_pydatetime()))
-    row = written.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("series_id").alias("series"),
-                      F.max("forecast_origin").alias("origin")).first()
-    origin = row["origin"].isoformat() if row["origin"] is not None else ""
+    row = session.read.parquet(str(output)).agg(
+        F.count(F.lit(1)).alias("rows"), F.countDistinct("series_id").alias("series"),
+        F.max("forecast_origin").alias("origin")).first()
+    origin = pd.Timestamp(row["origin"]) if row["origin"] is not None else None
     return {"rows": int(row["rows"]), "series": int(row["series"]), "forecast_origin": origin}
 
 
 def _forecast_group(history, *, bundle_name: str, skip_bad_series: bool, batch_size: int, metadata: dict):
     """One group of whole series -> its forecast rows, with the pandas engine's columns. Runs on executors."""
-    import pandas as pd
+    from forecaster.forecasting import forecast, with_metadata
 
     bundle = _executor_bundle(bundle_name)
-    forecast = bundle.predict(history, skip_bad_series=skip_bad_series, batch_size=batch_size)
-    frame = forecast.frame.copy()
-    frame["series_id"] = frame["series_id"].astype(str)
-    for key in ("model_uri", "model_version", "source_run_id"):
-        frame[key] = metadata[key]
-    origins = {series_id: pd.Timestamp(stamp) for series_id, stamp in forecast.origins.items()}
-    frame["forecast_origin"] = frame["series_id"].map(origins)
-    frame["created_at"] = metadata["created_at"]
-    return frame
+    return with_metadata(forecast(bundle, history, skip_bad_series=skip_bad_series, batch_size=batch_size),
+                         **metadata)
 
 
 @functools.lru_cache(maxsize=4)

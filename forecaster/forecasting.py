@@ -1,0 +1,245 @@
+"""Inference: how every forecast is made, whoever asks for it (evaluation, the pyfunc model, batch predict, Spark).
+
+Two levels, one path:
+
+- `scaled_forecasts(predictor, batches)`: batches of windows -> scaled forecasts `[B, H, T, Q]`. A `Predictor`
+  is the only thing that calls a trained network or baseline; the evaluation's `forecast_windows` and `forecast`
+  below both go through it.
+- `forecast(bundle, history)`: a history frame in the training file's own layout -> the forecast frame. It
+  validates the history with the training data config, scales it (series the model never saw get statistics
+  from their own history), takes the last `lookback` rows of every series, forecasts all series in batches
+  straight through the network (no Trainer, no GPU) and lays the result out one row per series, target and step.
+
+`with_metadata` adds the columns that say which model made each row, from where and when; the pandas and Spark
+engines both call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from forecaster.errors import DataError, ForecasterError, ModelError
+
+if TYPE_CHECKING:
+    from forecaster.bundle import ModelBundle
+    from forecaster.config import ModelConfig
+    from forecaster.data.panel import Panel
+
+FORECAST_COLUMNS = ("series_id", "target", "timestamp", "step", "forecast")
+METADATA_COLUMNS = ("model_uri", "model_version", "source_run_id", "forecast_origin", "created_at")
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A trained network or baseline, called one way: scaled windows in, `[B, H, T, Q]` out."""
+
+    model: ModelConfig  # the loss and quantiles the network was trained with
+    network: torch.nn.Module | None = None
+    baseline: Any = None
+
+    def __post_init__(self) -> None:
+        if self.network is not None:
+            self.network.eval()  # forecasts never use dropout
+
+    @classmethod
+    def of(cls, bundle: ModelBundle) -> Predictor:
+        return cls(bundle.config.model, network=bundle.network, baseline=bundle.baseline)
+
+    @property
+    def quantiles(self) -> list[float] | None:
+        """What the Q outputs are; None for one point output (a point loss, or a baseline)."""
+        if self.network is not None and self.model.loss == "quantile":
+            return list(self.model.quantiles)
+        return None
+
+    @property
+    def point_index(self) -> int:
+        """Which of the Q outputs is the point forecast: the median of a quantile network, else the only one."""
+        from forecaster.models.losses import point_index
+
+        return 0 if self.quantiles is None else point_index("quantile", self.quantiles)
+
+    def __call__(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
+        """[B, L, F_past], [B, H, F_future] -> [B, H, T, Q] on the scaled axis."""
+        if self.network is not None:
+            return self.network(x_past, x_future)
+        return self.baseline.predict(x_past, x_future)[..., None]  # [B, H, T] -> [B, H, T, 1]
+
+
+@dataclass
+class Forecast:
+    """frame: one row per series, target and step; skipped: series id -> reason; origins: last observed time."""
+
+    frame: pd.DataFrame
+    skipped: dict[str, str] = field(default_factory=dict)
+    origins: dict[str, pd.Timestamp] = field(default_factory=dict)
+
+
+def scaled_forecasts(predictor: Predictor, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[
+        tuple[dict[str, torch.Tensor], np.ndarray]]:
+    """Each batch with its forecasts, float32 `[B, H, T, Q]` on the scaled axis."""
+    for batch in batches:
+        with torch.inference_mode():  # per batch: the mode is thread state and must not leak past a `yield`
+            pred = predictor(batch["x_past"], batch["x_future"])
+        yield batch, pred.float().cpu().numpy()
+
+
+def forecast(
+    bundle: ModelBundle, history: pd.DataFrame, *, skip_bad_series: bool = False, batch_size: int = 1024,
+    source: str = "<history>",
+) -> Forecast:
+    """Forecast `horizon` steps after the last row of every series in `history` (`source` names it in errors).
+
+    Without `skip_bad_series` any bad series is an error; with it, bad and too short series are left out and
+    reported in `Forecast.skipped`.
+    """
+    from forecaster.data.validate import check_columns
+
+    data = bundle.config.data
+    if data.future_covariates:
+        raise ModelError("this model uses data.future_covariates, whose future values batch prediction "
+                         "cannot read from a history frame yet; retrain without them")
+    check_columns(history, data, source)
+    if skip_bad_series and data.series_id:
+        panel, skipped = _panel_skipping_bad(bundle, history, source)
+    else:
+        panel, skipped = _panel(bundle, history, source), {}
+    skipped.update(_dropped(panel))
+    panel, short = _drop_short(panel, bundle.lookback, source, raise_error=not skip_bad_series)
+    skipped.update(short)
+    if panel.n_series == 0:
+        raise DataError(f"{source}: no series left to forecast; skipped: {skipped}")
+
+    windows, future, scaler = _last_windows(bundle, panel)
+    predictor = Predictor.of(bundle)
+    batches = (windows.__getitems__(range(start, min(start + batch_size, len(windows))))
+               for start in range(0, len(windows), batch_size))
+    scaled = np.concatenate([pred for _, pred in scaled_forecasts(predictor, batches)])  # [S, H, T, Q]
+    original = scaler.inverse_targets(scaled, scaler.series_index(panel.series_ids))  # [S, H, T, Q]
+    origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)}
+    return Forecast(frame=_frame(panel, future, original, predictor), skipped=skipped, origins=origins)
+
+
+def with_metadata(forecast: Forecast, *, model_uri: str, model_version: str | None, source_run_id: str | None,
+                  created_at: pd.Timestamp) -> pd.DataFrame:
+    """The forecast's columns, then `METADATA_COLUMNS`: which model made each row, from where, when."""
+    frame = forecast.frame.copy()
+    frame["model_uri"] = model_uri
+    frame["model_version"] = model_version
+    frame["source_run_id"] = source_run_id
+    origins = {series_id: pd.Timestamp(stamp) for series_id, stamp in forecast.origins.items()}
+    frame["forecast_origin"] = frame["series_id"].map(origins)
+    frame["created_at"] = created_at
+    return frame
+
+
+def quantile_column(quantile: float) -> str:
+    """0.1 -> `forecast_q10`."""
+    return f"forecast_q{round(quantile * 100):02d}"
+
+
+# -- the history as a panel ------------------------------------------------------------------------------
+
+
+def _panel(bundle: ModelBundle, history: pd.DataFrame, source: str) -> Panel:
+    """The history as a panel, at the frequency the model was trained at: history at another frequency is an
+    error, not a grid the missing-value policy would silently fill."""
+    from forecaster.data.panel import build_panel
+
+    panel = build_panel(history, bundle.config.data.model_copy(update={"freq": None}), source=source)
+    if _normalised(panel.freq) != _normalised(bundle.freq):
+        raise DataError(
+            f"{source}: the history's frequency is '{panel.freq}' but the model was trained on '{bundle.freq}' "
+            f"data. Resample the history to '{bundle.freq}', or train a model on '{panel.freq}' data."
+        )
+    return panel
+
+
+def _panel_skipping_bad(bundle: ModelBundle, history: pd.DataFrame, source: str) -> tuple[Panel, dict[str, str]]:
+    """Validate series one at a time, keeping the good ones; the reason for each bad one is reported."""
+    good, skipped = [], {}
+    for series_id, group in history.groupby(bundle.config.data.series_id, sort=False):
+        try:
+            _panel(bundle, group, source)
+        except ForecasterError as exc:
+            skipped[str(series_id)] = str(exc)
+            continue
+        good.append(group)
+    if not good:
+        raise DataError(f"{source}: every series in the history is bad: {skipped}")
+    return _panel(bundle, pd.concat(good), source), skipped
+
+
+def _dropped(panel: Panel) -> dict[str, str]:
+    """Series the missing-value policy dropped (`data.missing: drop_series`)."""
+    return {report.series_id: "dropped by data.missing=drop_series" for report in panel.reports if report.dropped}
+
+
+def _normalised(freq: str) -> str:
+    from pandas.tseries.frequencies import to_offset
+
+    return to_offset(freq).freqstr
+
+
+def _drop_short(panel: Panel, lookback: int, source: str, raise_error: bool) -> tuple[Panel, dict[str, str]]:
+    """Series with fewer than `lookback` rows cannot be forecast; raise, or leave them out and report them."""
+    short = np.flatnonzero(panel.lengths < lookback)
+    if not len(short):
+        return panel, {}
+    reasons = {panel.series_ids[i]: f"{panel.lengths[i]} rows, the model needs the last {lookback}" for i in short}
+    if raise_error:
+        listed = ", ".join(f"'{sid}' ({reason})" for sid, reason in list(reasons.items())[:5])
+        raise DataError(f"{source}: series {listed} have too little history to forecast. Give each series at "
+                        f"least {lookback} rows, or pass --skip-bad-series to forecast the others.")
+    return panel.select(np.flatnonzero(panel.lengths >= lookback)), reasons
+
+
+# -- windows in, frame out ------------------------------------------------------------------------------
+
+
+def _last_windows(bundle: ModelBundle, panel: Panel):
+    """One window per series: its last `lookback` rows, scaled, then `horizon` future rows. Returns the
+    `WindowDataset` (S windows), the future timestamps [S, H] and the scaler (unseen series added)."""
+    from forecaster.data.features import future_grid
+    from forecaster.data.panel import Panel
+    from forecaster.data.scaling import PanelScaler
+    from forecaster.data.windows import WindowDataset
+
+    scaler = PanelScaler.from_dict(bundle.scaler_state).add_series(panel)  # unseen series: fit on their history
+    scaled = scaler.transform(panel)
+    lookback, horizon = bundle.lookback, bundle.horizon
+    n_series, width = panel.n_series, panel.values.shape[1]
+    ends = panel.offsets[1:]  # [S]
+    past_rows = ends[:, None] - lookback + np.arange(lookback)  # [S, L]
+    future = future_grid(panel.timestamps[ends - 1], panel.freq, horizon)  # [S, H]
+    values = np.full((n_series, lookback + horizon, width), np.nan, dtype=np.float32)  # [S, L + H, V]
+    values[:, :lookback] = scaled.values[past_rows]
+    stamps = np.concatenate([panel.timestamps[past_rows], future], axis=1)  # [S, L + H]
+    window_panel = Panel(
+        series_ids=panel.series_ids, offsets=np.arange(n_series + 1, dtype=np.int64) * (lookback + horizon),
+        timestamps=stamps.reshape(-1), values=values.reshape(-1, width), targets=panel.targets,
+        covariates=panel.covariates, future_covariates=panel.future_covariates, freq=panel.freq,
+    )
+    windows = WindowDataset(window_panel, np.full(n_series, lookback), np.full(n_series, lookback + horizon),
+                            lookback, horizon, calendar=bundle.config.data.calendar)
+    return windows, future, scaler
+
+
+def _frame(panel: Panel, future: np.ndarray, forecast: np.ndarray, predictor: Predictor) -> pd.DataFrame:
+    """Long frame: one row per series, target and step. forecast: [S, H, T, Q] in original units."""
+    n_series, horizon, n_targets, _ = forecast.shape
+    series = np.repeat(np.array(panel.series_ids, dtype=object), horizon * n_targets)
+    stamps = np.repeat(future, n_targets, axis=1).reshape(-1)  # [S * H * T]
+    steps = np.tile(np.repeat(np.arange(1, horizon + 1), n_targets), n_series)
+    targets = np.tile(np.array(panel.targets, dtype=object), n_series * horizon)
+    frame = pd.DataFrame({"series_id": series, "target": targets, "timestamp": stamps, "step": steps})
+    frame["forecast"] = forecast[..., predictor.point_index].reshape(-1)
+    for index, quantile in enumerate(predictor.quantiles or []):
+        frame[quantile_column(quantile)] = forecast[..., index].reshape(-1)
+    return frame
