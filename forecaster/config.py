@@ -156,10 +156,19 @@ class PredictConfig(_Section):
     overwrite: bool = False
 
 
+class MonitorConfig(_Section):
+    """`forecaster monitor`: score past forecasts (under `predict.output`) against the actuals that arrived."""
+
+    actuals: str | None = None  # default data.path
+    record: str | None = None  # default <forecasts folder>/monitoring.parquet
+    window: int = Field(7, ge=1)  # the last scored forecast origins the decay verdict looks at
+    decay_ratio: float = Field(1.25, ge=1.0)  # decay: realised MAE above this times the validation MAE
+
+
 class ScheduleConfig(_Section):
     cron: str = "0 * * * *"
     timezone: str = "UTC"
-    retrain: bool = False
+    retrain: bool | Literal["on_decay"] = False  # on_decay: monitor first, compare only when it flags decay
     misfire_grace_s: int = Field(3600, ge=1)
 
 
@@ -173,6 +182,7 @@ class Config(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:

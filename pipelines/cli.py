@@ -25,6 +25,7 @@ examples:
   forecaster compare configs/demo.yaml             rnn vs lstm vs gru vs baselines, register the winner
   forecaster predict --model models:/demo@champion --data data/demo.csv --output outputs/
   forecaster schedule configs/demo.yaml --once     one scheduled cycle, for cron or systemd
+  forecaster monitor configs/demo.yaml --json      score past forecasts; exit 3 on decay
   forecaster ui                                    browse runs in the MLflow UI
 
 Any config key can be overridden: --set model.cell=gru --set train.max_epochs=5
@@ -114,6 +115,16 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return schedule.run(_load(args), once=args.once)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from . import monitor
+
+    result = monitor.run(_load(args), forecasts=args.forecasts, actuals=args.actuals)
+    print(monitor.format_result(result))
+    if args.json:
+        _print_json(result.summary())
+    return 3 if result.decay else 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from . import ui
 
@@ -175,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(schedule)
     schedule.add_argument("--once", action="store_true", help="run one cycle now and exit (for cron/systemd)")
     schedule.set_defaults(handler=cmd_schedule)
+
+    monitor = commands.add_parser(
+        "monitor", help="score past forecasts against the actuals that arrived; exit 3 when the model has decayed")
+    _add_config_args(monitor)
+    monitor.add_argument("--forecasts", help="folder of committed forecasts (default predict.output)")
+    monitor.add_argument("--actuals", help="actuals in the training layout (default monitor.actuals, else data.path)")
+    monitor.add_argument("--json", action="store_true", help="end with one JSON line for scripts")
+    monitor.set_defaults(handler=cmd_monitor)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the configured store")
     _add_config_args(ui, config_required=False)

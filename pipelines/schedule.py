@@ -1,8 +1,8 @@
 """The schedule job: one long-running process that runs a forecast cycle on a cron timetable.
 
 A cycle is an optional retrain (`schedule.retrain`: the compare job, which moves the alias only when the new
-winner improves on the floor) followed by a batch forecast from `predict.model`, by default
-`models:/<registry.name>@<registry.alias>`. `run(config, once=True)` runs one cycle and returns, for people who
+winner improves on the floor; with `on_decay`, the monitor job runs first and the compare job only when it flags
+decay) followed by a batch forecast from `predict.model`, by default `models:/<registry.name>@<registry.alias>`. `run(config, once=True)` runs one cycle and returns, for people who
 schedule with cron, systemd timers or Airflow.
 
 Choices, and why:
@@ -56,27 +56,42 @@ class CycleReport:
     status: str  # predict's status ("written", "skipped-existing")
     output: str | None = None
     detail: str = ""
+    decay: bool | None = None  # the monitor's verdict, with schedule.retrain: on_decay
 
 
 Cycle = Callable[[Config], CycleReport]
 
 
 def run_cycle(config: Config) -> CycleReport:
-    """Retrain and compare when `schedule.retrain` is set, then forecast with the model under the alias."""
+    """Retrain and compare when `schedule.retrain` is true, or when it is `on_decay` and the monitor job flags
+    decay; then forecast with the model under the alias."""
     from . import compare, predict
 
-    detail = ""
-    if config.schedule.retrain:
+    detail, decay = "", None
+    retrain = config.schedule.retrain is True
+    if config.schedule.retrain == "on_decay":
+        decay, detail = _monitor(config)
+        retrain = decay
+    if retrain:
         comparison = compare.run(config)
-        detail = comparison.decision
+        detail = f"{detail}; retrain: {comparison.decision}" if detail else comparison.decision
         log.info("retrain: %s", comparison.decision)
     model = config.predict.model or f"models:/{config.registry.name}@{config.registry.alias}"
     data = config.predict.data or config.data.path  # by default the file training reads, kept up to date
     result = predict.run(config.with_overrides({"predict.model": model, "predict.data": data}))
     log.info("%s", predict.format_result(result))
-    if isinstance(result, predict.PredictResult):
-        return CycleReport(status=result.status, output=str(result.paths.forecast), detail=detail)
-    return CycleReport(status=predict.WRITTEN, output=str(result.output), detail=detail)  # a Spark batch
+    return CycleReport(status=result.status, output=str(result.paths.forecast), detail=detail, decay=decay)
+
+
+def _monitor(config: Config) -> tuple[bool, str]:
+    """The monitor job on `predict.output`: (decay, verdict). Before the first forecast there is nothing to score."""
+    from . import monitor
+
+    if not Path(config.predict.output).is_dir():
+        return False, f"monitor: no forecasts yet in {config.predict.output}"
+    result = monitor.run(config)
+    log.info("%s", monitor.format_result(result))
+    return result.decay, f"monitor: {result.verdict.text if result.verdict else 'nothing forecast yet'}"
 
 
 def run(config: Config, once: bool = False, cycle: Cycle = run_cycle) -> int:
