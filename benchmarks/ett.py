@@ -4,10 +4,11 @@ Univariate (`--mode uni`: OT in, OT out, configs/etth1-ot.yaml) or multivariate 
 in and out, configs/etth1-multi.yaml); lookback 96; train rows [0, 8640), validation [8640, 11520), test
 [11520, 14400); every test window (stride 1); MSE and MAE on the standardised scale. For each horizon: the
 repeat-last-value (`naive`) and `linear` baselines, then each network (`rnn`, `lstm`, `gru`, or `cell-strategy`
-such as `lstm-seq2seq`) through `fit_network`, early-stopped on validation loss. Also training windows/s (windows
-seen / training seconds, validation included), prediction origins/s over the test split, wall time and the
-process's peak RSS after each model. With `--seeds 0 1 2` every network is trained once per seed (`train.seed`)
-and a `mean ± std` row follows its runs; the baselines are deterministic and run once.
+such as `lstm-seq2seq`) through `fit_network`, early-stopped on validation loss. Every row also scores the
+validation split (`val_mse`, `val_mae`), the only numbers a setting may be chosen on (benchmarks/selection.py).
+Also training windows/s (windows seen / training seconds, validation included), prediction origins/s over the
+test split, wall time and the process's peak RSS after each model. With `--seeds 0 1 2` every network is trained
+once per seed (`train.seed`) and a `mean ± std` row follows its runs; the baselines are deterministic and run once.
 
     python benchmarks/ett.py --mode uni --horizons 24 96 [--models naive linear rnn lstm gru] [--threads 1]
         [--epochs 20] [--seeds 0 1 2] [--set model.hidden_size=128 ...] [--name ett-uni]
@@ -40,10 +41,12 @@ def run_one(config, datamodule, model: str) -> dict:
 
     with Stopwatch() as wall:
         _, forecasts, cost = fit_and_forecast(model, config, datamodule)
-    metrics = score(forecasts, datamodule)
+    val, test = score(forecasts["val"], datamodule), score(forecasts["test"], datamodule)
     return {
-        "model": model, "mse": round(metrics["mse"], 4), "mae": round(metrics["mae"], 4), **cost,
-        "test_windows": len(forecasts.pred), "wall_s": round(wall.seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
+        "model": model, "mse": round(test["mse"], 4), "mae": round(test["mae"], 4),
+        "val_mse": round(val["mse"], 4), "val_mae": round(val["mae"], 4), **cost,
+        "test_windows": len(forecasts["test"].pred), "wall_s": round(wall.seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
     }
 
 
@@ -51,7 +54,7 @@ def seed_summary(runs: list[dict]) -> dict:
     """One row: mean ± sample standard deviation of MSE and MAE over the seeds' runs of one model."""
     summary = {"mode": runs[0]["mode"], "horizon": runs[0]["horizon"], "model": runs[0]["model"],
                "seed": f"mean of {len(runs)}"}
-    for metric in ("mse", "mae"):
+    for metric in ("mse", "mae", "val_mse", "val_mae"):
         values = np.array([run[metric] for run in runs])
         summary[metric] = f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
     return summary
@@ -95,8 +98,9 @@ def main() -> None:
     command = "python benchmarks/ett.py " + " ".join(sys.argv[1:])
     extra = {"overrides": overrides, "threads": threads, "allocator_tuned": allocator,
              "lookback": 96, "borders": [8640, 11520, 14400]}
-    print(write_results(name, rows, ["mode", "horizon", "model", "seed", "mse", "mae", "epochs", "best_epoch",
-                                     "train_windows_per_s", "origins_per_s", "wall_s", "peak_rss_mb", "threads"],
+    print(write_results(name, rows, ["mode", "horizon", "model", "seed", "val_mse", "val_mae", "mse", "mae", "epochs",
+                                     "best_epoch", "train_windows_per_s", "origins_per_s", "wall_s", "peak_rss_mb",
+                                     "threads"],
                         command, extra))
 
 

@@ -116,3 +116,14 @@ def test_the_choice_reads_validation_only_and_tests_the_chosen_candidate_alone()
     assert [row["val_mse"] for row in rows] == [0.30, 0.20, 0.40]
     assert [row.get("test_mse") for row in rows] == [None, 0.50, None]
     assert [row.get("chosen") for row in rows] == [None, "yes", None]
+
+
+def test_validation_only_never_reads_the_test_split():
+    from selection import Benchmark, choose
+
+    def no_test(trained):
+        raise AssertionError("the test split was read")
+
+    benchmark = Benchmark("val_mse", lambda overrides: (overrides["v"], {}), lambda v: {"val_mse": v}, no_test)
+    rows, chosen = choose({"a": {"v": 0.2}, "b": {"v": 0.1}}, benchmark, read_test=False)
+    assert chosen["candidate"] == "b" and not any(key.startswith("test_") for row in rows for key in row)
