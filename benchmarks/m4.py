@@ -40,6 +40,8 @@ from common import (  # noqa: E402
     Stopwatch, fit_and_forecast, peak_rss_mb, seeded_configs, set_threads, shared_data, write_results,
 )
 
+from forecaster.metrics import M4_NAIVE2, m4_scores, naive2_weekly  # noqa: E402  (the one place metrics live)
+
 HORIZON = 13
 # The network settings for every network `--models` names; `--set` overrides them. 1,500 batches of 64 an epoch:
 # a fresh random 28 % of the 339k training windows, so validation (and early stopping) comes every 96k windows
@@ -48,7 +50,7 @@ HORIZON = 13
 # (sMAPE 6.721, MASE 2.236; benchmarks/README.md, results/select-m4-weekly.md).
 NETWORK = {"model.hidden_size": 256, "model.num_layers": 1, "model.dropout": 0.5, "train.lr": 0.0003,
            "train.limit_train_batches": 1500, "train.max_epochs": 30, "train.patience": 5}
-NAIVE2_SMAPE, NAIVE2_MASE = 9.161, 2.777
+NAIVE2 = M4_NAIVE2["weekly"]  # the published test-week scores: 9.161 sMAPE, 2.777 MASE
 START = np.datetime64("2000-01-03", "ns")  # a Monday
 
 
@@ -64,30 +66,6 @@ def read_rows(path: Path) -> tuple[list[str], list[np.ndarray]]:
     return ids, rows
 
 
-def smape_per_series(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
-    """[S, H] each -> [S]: 200 * mean_h |y - f| / (|y| + |f|), as in the M4 competition."""
-    return 200.0 * np.mean(np.abs(actual - forecast) / (np.abs(actual) + np.abs(forecast)), axis=1)
-
-
-def mase_per_series(history: list[np.ndarray], actual: np.ndarray, forecast: np.ndarray, m: int = 1) -> np.ndarray:
-    """[S]: mean_h |y - f| divided by the in-sample seasonal-naive MAE of each whole training row."""
-    scale = np.array([np.mean(np.abs(row[m:] - row[:-m])) for row in history])
-    return np.mean(np.abs(actual - forecast), axis=1) / scale
-
-
-def naive2_weekly(history: list[np.ndarray], horizon: int = HORIZON) -> np.ndarray:
-    """Naive2 for weekly data: M4 treats weekly series with m = 1, so no seasonal adjustment: the last value."""
-    return np.stack([np.repeat(row[-1], horizon) for row in history])
-
-
-def m4_scores(history: list[np.ndarray], actual: np.ndarray, forecast: np.ndarray,
-              naive2: tuple[float, float] = (NAIVE2_SMAPE, NAIVE2_MASE)) -> dict[str, float]:
-    """sMAPE and MASE averaged over series; OWA relative to Naive2's (sMAPE, MASE) on the same weeks."""
-    smape = float(np.mean(smape_per_series(actual, forecast)))
-    mase = float(np.mean(mase_per_series(history, actual, forecast)))
-    return {"smape": smape, "mase": mase, "owa": (smape / naive2[0] + mase / naive2[1]) / 2}
-
-
 def validation_weeks(train: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """The validation split of every training row: (the weeks before its last 13, the last 13 weeks [S, 13])."""
     return [row[:-HORIZON] for row in train], np.stack([row[-HORIZON:] for row in train])
@@ -97,10 +75,10 @@ def validation_scorer(train: list[np.ndarray]):
     """`scores(forecast [S, 13]) -> {"val_smape", "val_mase", "val_owa"}` on the validation weeks, with OWA
     relative to Naive2 on those same weeks (the published 9.161 / 2.777 belong to the test weeks)."""
     history, actual = validation_weeks(train)
-    naive2 = m4_scores(history, actual, naive2_weekly(history))
+    naive2 = m4_scores(naive2_weekly(history, HORIZON), actual, history)
 
     def scores(forecast: np.ndarray) -> dict[str, float]:
-        result = m4_scores(history, actual, forecast, (naive2["smape"], naive2["mase"]))
+        result = m4_scores(forecast, actual, history, naive2=naive2)
         return {f"val_{key}": value for key, value in result.items()}
 
     return scores
@@ -164,10 +142,10 @@ def main() -> None:
     logging.disable(logging.WARNING)
     ids, train, actual = load_weekly()
 
-    naive2 = m4_scores(train, actual, naive2_weekly(train))
-    print(f"Naive2: sMAPE {naive2['smape']:.3f} (published {NAIVE2_SMAPE}), MASE {naive2['mase']:.3f} "
-          f"(published {NAIVE2_MASE}), OWA {naive2['owa']:.3f}", flush=True)
-    if round(naive2["smape"], 3) != NAIVE2_SMAPE or round(naive2["mase"], 3) != NAIVE2_MASE:
+    naive2 = m4_scores(naive2_weekly(train, HORIZON), actual, train)
+    print(f"Naive2: sMAPE {naive2['smape']:.3f} (published {NAIVE2['smape']}), MASE {naive2['mase']:.3f} "
+          f"(published {NAIVE2['mase']}), OWA {naive2['owa']:.3f}", flush=True)
+    if round(naive2["smape"], 3) != NAIVE2["smape"] or round(naive2["mase"], 3) != NAIVE2["mase"]:
         sys.exit("Naive2 does not reproduce the published scores: the scoring is wrong, no other number counts")
 
     threads = set_threads(args.threads)
@@ -188,7 +166,7 @@ def main() -> None:
         for seed, seeded in seeded_configs(model, config, args.seeds):
             with Stopwatch() as wall:
                 pred, cost = forecast_weeks(model, seeded, datamodule)
-            scores = {**validation_scores(pred["val"]), **m4_scores(train, actual, pred["test"])}
+            scores = {**validation_scores(pred["val"]), **m4_scores(pred["test"], actual, train)}
             preds.append(pred["test"])
             runs.append({"model": model, "seed": seed, **{k: round(v, 3) for k, v in scores.items()}, **cost,
                          "wall_s": round(wall.seconds, 1), "peak_rss_mb": round(peak_rss_mb()), "threads": threads})
@@ -197,7 +175,7 @@ def main() -> None:
         if len(runs) > 1:
             rows.append({"model": model, "seed": f"mean of {len(runs)}",
                          **{k: round(float(np.mean([run[k] for run in runs])), 3) for k in scores}})
-            ensemble = m4_scores(train, actual, np.median(np.stack(preds), axis=0))
+            ensemble = m4_scores(np.median(np.stack(preds), axis=0), actual, train)
             rows.append({"model": f"{model}, median ensemble", "seed": f"{len(runs)} seeds",
                          **{k: round(v, 3) for k, v in ensemble.items()}})
             print(rows[-2], rows[-1], flush=True)

@@ -116,7 +116,9 @@ def ett_benchmark(mode: str, horizon: int, model: str) -> Benchmark:
 
 
 def m4_benchmark(lookback: int, model: str) -> Benchmark:
-    from m4 import in_series_order, load_weekly, m4_scores, validation_scorer, weekly_config, weekly_panel
+    from m4 import in_series_order, load_weekly, validation_scorer, weekly_config, weekly_panel
+
+    from forecaster.metrics import m4_scores
 
     from forecaster.data.datamodule import ForecastDataModule
 
@@ -138,7 +140,7 @@ def m4_benchmark(lookback: int, model: str) -> Benchmark:
         return {key: round(value, 3) for key, value in validation_scores(forecast(trained, "val")).items()}
 
     def test(trained):
-        scores = m4_scores(train, actual, forecast(trained, "test"))
+        scores = m4_scores(forecast(trained, "test"), actual, train)
         return {f"test_{key}": round(value, 3) for key, value in scores.items()}
 
     return Benchmark("val_owa", fit, validate, test)

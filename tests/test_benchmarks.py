@@ -1,5 +1,5 @@
-"""The benchmarks' own logic: M4 scoring on hand-computed examples (sMAPE, MASE, OWA, weekly Naive2, the
-validation weeks), seeds, throughput, and the choice of a setting on validation data alone."""
+"""The benchmarks' own logic: the M4 validation weeks (the metrics themselves are tested in test_metrics.py),
+seeds, throughput, and the choice of a setting on validation data alone."""
 
 from __future__ import annotations
 
@@ -11,39 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from m4 import (  # noqa: E402
-    NAIVE2_MASE, NAIVE2_SMAPE, m4_scores, mase_per_series, naive2_weekly, smape_per_series, validation_scorer,
-    validation_weeks,
-)
+from m4 import validation_scorer, validation_weeks  # noqa: E402
 
-
-def test_smape_matches_the_competition_formula_per_series():
-    actual = np.array([[100.0, 100.0], [10.0, 30.0]])
-    forecast = np.array([[100.0, 50.0], [20.0, 30.0]])
-    # series 1: (0 + 200*50/150) / 2 = 33.33; series 2: (200*10/30 + 0) / 2 = 33.33
-    assert smape_per_series(actual, forecast) == pytest.approx([100 / 3, 100 / 3])
-
-
-def test_mase_scales_by_the_whole_training_rows_one_step_naive_error():
-    history = [np.array([1.0, 3.0, 2.0, 4.0]), np.array([5.0, 5.0, 6.0])]  # naive MAEs: 5/3 and 1/2
-    actual = np.array([[4.0, 4.0], [6.0, 6.0]])
-    forecast = np.array([[5.0, 2.0], [6.0, 7.0]])  # MAEs 1.5 and 0.5
-    assert mase_per_series(history, actual, forecast) == pytest.approx([1.5 / (5 / 3), 0.5 / 0.5])
-
-
-def test_weekly_naive2_repeats_the_last_value():
-    forecast = naive2_weekly([np.array([1.0, 2.0, 7.0]), np.array([3.0, 9.0])], horizon=3)
-    assert forecast.tolist() == [[7.0, 7.0, 7.0], [9.0, 9.0, 9.0]]
-
-
-def test_owa_is_one_for_scores_equal_to_naive2s():
-    history = [np.array([0.0, 1.0])]  # scale 1
-    actual = np.array([[1.0]])
-    # |y - f| = MASE; choose f so that MASE = 2.777, then sMAPE follows and OWA = mean of the two ratios.
-    forecast = np.array([[1.0 + NAIVE2_MASE]])
-    scores = m4_scores(history, actual, forecast)
-    assert scores["mase"] == pytest.approx(NAIVE2_MASE)
-    assert scores["owa"] == pytest.approx((scores["smape"] / NAIVE2_SMAPE + 1.0) / 2)
+from forecaster.metrics import naive2_weekly  # noqa: E402
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(None, 1000), (5, 5 * 64), (100, 1000), (0.25, 250)])
@@ -84,7 +54,7 @@ def test_m4_validation_is_the_last_13_training_weeks_scored_against_naive2_there
     history, actual = validation_weeks(train)
     assert [len(row) for row in history] == [7, 7] and actual.tolist()[0] == list(range(8, 21))
     scores = validation_scorer(train)
-    assert scores(naive2_weekly(history))["val_owa"] == pytest.approx(1.0)  # Naive2 on the same weeks
+    assert scores(naive2_weekly(history, 13))["val_owa"] == pytest.approx(1.0)  # Naive2 on the same weeks
     assert scores(actual) == pytest.approx({"val_smape": 0.0, "val_mase": 0.0, "val_owa": 0.0})
 
 
