@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -241,7 +242,8 @@ def test_retrain_on_decay_runs_compare_only_when_the_monitor_flags_decay(job, mo
     monkeypatch.setattr(monitor, "run", lambda cfg: calls.append("monitor") or Judged(next(verdicts)))
     monkeypatch.setattr(monitor, "format_result", lambda result: "")
     monkeypatch.setattr(compare, "run", lambda cfg: calls.append("compare") or type("C", (), {"decision": "kept"}))
-    monkeypatch.setattr(predict, "run", lambda cfg: calls.append("predict") or type("P", (), {"output": "x"}))
+    written = SimpleNamespace(status=predict.WRITTEN, paths=SimpleNamespace(forecast="x"))
+    monkeypatch.setattr(predict, "run", lambda cfg: calls.append("predict") or written)
     monkeypatch.setattr(predict, "format_result", lambda result: "")
     assert schedule.run_cycle(config).decay is False
     assert schedule.run_cycle(config).decay is True
