@@ -64,7 +64,7 @@ def main() -> None:
             {"measure": "forecaster predict (demo, 4 series)", "seconds": wall(predict, work, args.repeats)},
         ]
         phases = subprocess.run(
-            [*python, "import json, sys; from forecaster.config import load_config; from pipelines import predict; "
+            [*python, "import json, sys; from forecaster.config import load_config; from forecaster_pipelines import predict; "
                       "c = load_config(sys.argv[1], sys.argv[2:]); r = predict.run(c); "
                       "print(json.dumps(r.manifest['timings_s']))",
              str(ROOT / "configs" / "demo.yaml"), f"tracking.state_dir={work / 'state'}", f"data.path={demo}",
