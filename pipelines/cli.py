@@ -21,8 +21,9 @@ EXAMPLES = """\
 examples:
   forecaster init sales.csv                        write sales.yaml for your file, then validate it
   forecaster validate configs/demo.yaml            check a data file, one line per series
-  forecaster train configs/demo-lstm.yaml --json   train one model, print test metrics
-  forecaster compare configs/demo.yaml             rnn vs lstm vs gru vs baselines, register the winner
+  forecaster train configs/demo-lstm.yaml --json   train one model, print validation and test metrics
+  forecaster compare configs/demo.yaml             rnn vs lstm vs gru vs baselines; deploy a winner that beats
+                                                   the champion on new data
   forecaster predict --model models:/demo@champion --data data/demo.csv --output outputs/
   forecaster schedule configs/demo.yaml --once     one scheduled cycle, for cron or systemd
   forecaster monitor configs/demo.yaml --json      score past forecasts; exit 3 on decay
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="end with one JSON line for scripts")
     validate.set_defaults(handler=cmd_validate)
 
-    train = commands.add_parser("train", help="train one model; print its test metrics")
+    train = commands.add_parser("train", help="train one model; save it; print its validation and test metrics")
     _add_config_args(train)
     train.add_argument("--json", action="store_true", help="end with one JSON line of metrics and the run id")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
