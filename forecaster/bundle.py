@@ -1,5 +1,7 @@
 """A trained model as files, without pickles: `bundle.json` (config, scaler, schema, baseline state, trained
-range) and `weights.pt` (the network's state dict, loaded with `weights_only=True`).
+range, interval calibration) and `weights.pt` (the network's state dict, loaded with `weights_only=True`).
+
+A bundle saved before intervals existed has no `calibration`: it loads, and forecasts without interval columns.
 
 This module says what a model is on disk and loads it; `forecaster.forecasting` makes its forecasts.
 `history_frame` gives the input a bundle forecasts from: rows of a panel in the training file's own layout.
@@ -20,6 +22,7 @@ from forecaster.config import BASELINES, Config, build_config
 from forecaster.errors import ModelError
 
 if TYPE_CHECKING:
+    from forecaster.calibration import Calibration
     from forecaster.forecasting import Forecast
 
 FORMAT_VERSION = 1
@@ -35,6 +38,7 @@ class ModelBundle:
     baseline: Any = None
     freq: str = ""
     trained_range: dict[str, Any] | None = None  # rows the model learned from: see `trained_range`
+    calibration: Calibration | None = None  # prediction intervals; None: no interval columns
 
     @property
     def lookback(self) -> int:
@@ -74,6 +78,7 @@ class ModelBundle:
             "scaler": self.scaler_state, "dims": self.dims, "freq": self.freq,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "trained_range": self.trained_range,
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
         }
         (folder / "bundle.json").write_text(json.dumps(document, indent=1))
         if self.network is not None:
@@ -92,6 +97,10 @@ class ModelBundle:
         config = build_config(document["config"], source=str(folder / "bundle.json"))
         bundle = cls(config=config, kind=document["kind"], scaler_state=document["scaler"], dims=document["dims"],
                      freq=document["freq"], trained_range=document.get("trained_range"))
+        if document.get("calibration") is not None:
+            from forecaster.calibration import Calibration
+
+            bundle.calibration = Calibration.from_dict(document["calibration"])
         if bundle.kind in BASELINES:
             from forecaster.models.baselines import baseline_from_dict
 

@@ -154,6 +154,15 @@ class PredictConfig(_Section):
     batch_size: int = Field(1024, ge=1)
     skip_bad_series: bool = False
     overwrite: bool = False
+    levels: list[int] = Field(default_factory=lambda: [80])  # prediction-interval levels, in percent
+    calibrate: bool = True  # conformalise a quantile network's own quantiles on validation (CQR)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_are_percentages(cls, value: list[int]) -> list[int]:
+        if any(not 0 < level < 100 for level in value):
+            raise ValueError("levels must be whole percentages strictly between 0 and 100, such as [80, 95]")
+        return sorted(set(value))
 
 
 class MonitorConfig(_Section):
@@ -172,6 +181,68 @@ class ScheduleConfig(_Section):
     misfire_grace_s: int = Field(3600, ge=1)
 
 
+class SearchRange(_Section):
+    """A numeric range of `tune.space`: `{low: 0.0001, high: 0.01, log: true}`; integers when both ends are."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+# `tune.space` short names and the keys they search; any other `model.*`, `train.*` or `window.*` key may be
+# searched under its dotted name.
+SEARCH_KEYS = {
+    "cell": "model.cell", "strategy": "model.strategy", "lookback": "window.lookback",
+    "hidden_size": "model.hidden_size", "num_layers": "model.num_layers", "dropout": "model.dropout",
+    "lr": "train.lr", "batch_size": "train.batch_size", "segment_length": "model.segment_length",
+    "loss": "model.loss", "revin": "model.revin", "weight_decay": "train.weight_decay",
+    "attention": "model.attention", "bidirectional": "model.bidirectional",
+}
+
+
+class TuneConfig(_Section):
+    """`forecaster tune`: an Optuna search scored on the validation split (`pipelines/tune.py`).
+
+    `space` maps a key (a `SEARCH_KEYS` short name or a dotted `model.*`/`train.*`/`window.*` key) to a list of
+    choices or a `SearchRange`; empty means a space derived from the frequency and the data size
+    (`forecaster.search.default_space`)."""
+
+    space: dict[str, list[Any] | SearchRange] = Field(default_factory=dict)
+    trials: int = Field(20, ge=1)  # finished trials (complete or pruned) the study should hold, resumes included
+    timeout: float | None = Field(None, gt=0.0)  # minutes for this invocation; a trial still training then stops
+    # at its next epoch end, failed (it counts toward no budget)
+    metric: Literal["mse", "mae", "mae_original", "rmse_original", "smape", "mase"] = "mse"
+    jobs: int = Field(1, ge=1)  # worker processes, each with cores // jobs torch threads
+    prune: bool = True
+    prune_startup_trials: int = Field(3, ge=0)  # complete trials before the median pruner judges others
+    prune_warmup_epochs: int = Field(1, ge=0)  # epochs of every trial that are never pruned
+    seed: int = 0
+    study: str | None = None  # default: tracking.experiment
+    storage: str | None = None  # default: sqlite:///<tracking.state_dir>/tune/<study>.db
+
+    @field_validator("space")
+    @classmethod
+    def _known_space_keys(cls, space: dict[str, Any]) -> dict[str, Any]:
+        searchable = [key for key in _known_keys() if key.startswith(("model.", "train.", "window."))]
+        for key, choices in space.items():
+            if key not in SEARCH_KEYS and key not in searchable:
+                close = difflib.get_close_matches(key, [*SEARCH_KEYS, *searchable], n=1, cutoff=0.6)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"'{key}' is not a searchable key (a short name: {', '.join(SEARCH_KEYS)}; or a "
+                                 f"dotted model.*, train.* or window.* key).{hint}")
+            if isinstance(choices, list) and not choices:
+                raise ValueError(f"'{key}': an empty list of choices")
+        return space
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
@@ -184,6 +255,7 @@ class Config(_Section):
     predict: PredictConfig = Field(default_factory=PredictConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -1,7 +1,8 @@
 """Forecast every window of a split and score it, the same way for networks and baselines.
 
 The forecasts come from `forecasting.scaled_forecasts`, the path every forecast takes; this module keeps the
-point forecast of each window with its actuals, and scores them.
+forecasts of each window (the point forecast and every network output) with its actuals, and scores them: the
+point forecast always, the prediction intervals when a `Calibration` is given.
 """
 
 from __future__ import annotations
@@ -12,33 +13,43 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from forecaster.calibration import Calibration
 from forecaster.forecasting import Predictor, scaled_forecasts
-from forecaster.metrics import evaluate, naive_scale
+from forecaster.metrics import evaluate, interval_metrics, naive_scale
 
 
 @dataclass
 class WindowForecasts:
-    """Forecasts for every window of a split, on the scaled axis. pred, actual: [N, H, T]; series, origin: [N]."""
+    """Forecasts for every window of a split, on the scaled axis. pred, actual: [N, H, T]; series, origin: [N];
+    outputs: [N, H, T, Q], every output of the model (pred is `outputs[..., point_index]`)."""
 
     pred: np.ndarray
     actual: np.ndarray
     series: np.ndarray
     origin: np.ndarray
+    outputs: np.ndarray | None = None
+    point_index: int = 0
+
+    def bands(self, calibration: Calibration, levels: list[int] | None = None) -> dict[int, tuple[np.ndarray, ...]]:
+        """level -> (lower, upper), each [N, H, T] on the scaled axis."""
+        return calibration.bounds(self.outputs, self.point_index, levels)
 
 
 def forecast_windows(predictor: Predictor, batches: Iterable[dict[str, torch.Tensor]]) -> WindowForecasts | None:
-    """The point forecast of every window of `batches`; None when there is none (an empty split)."""
+    """The forecasts of every window of `batches`; None when there is none (an empty split)."""
     preds, actuals, series, origins = [], [], [], []
     for batch, pred in scaled_forecasts(predictor, batches):
-        preds.append(pred[..., predictor.point_index])  # [B, H, T, Q] -> [B, H, T]
+        preds.append(pred)  # [B, H, T, Q]
         actuals.append(batch["y"].cpu().numpy())
         series.append(batch["series"].cpu().numpy())
         origins.append(batch["origin"].cpu().numpy())
     if not preds:
         return None
+    outputs = np.concatenate(preds)  # [N, H, T, Q]
     return WindowForecasts(
-        pred=np.concatenate(preds), actual=np.concatenate(actuals),
+        pred=outputs[..., predictor.point_index], actual=np.concatenate(actuals),
         series=np.concatenate(series), origin=np.concatenate(origins),
+        outputs=outputs, point_index=predictor.point_index,
     )
 
 
@@ -53,12 +64,20 @@ def mase_scales(datamodule, season_length: int) -> np.ndarray:
     return np.stack(scales)
 
 
-def score(forecasts: WindowForecasts | None, datamodule) -> dict[str, float]:
-    """All metrics: standardised-scale MSE/MAE and original-unit MAE, RMSE, sMAPE, MASE; none for no forecasts."""
+def score(forecasts: WindowForecasts | None, datamodule, calibration: Calibration | None = None) -> dict[str, float]:
+    """All metrics: standardised-scale MSE/MAE and original-unit MAE, RMSE, sMAPE, MASE; with a `calibration`, the
+    interval metrics of `metrics.interval_metrics` too; none for no forecasts."""
     if forecasts is None:
         return {}
     scaler = datamodule.scaler
     pred_original = scaler.inverse_targets(forecasts.pred, forecasts.series)
     actual_original = scaler.inverse_targets(forecasts.actual, forecasts.series)
     scale = mase_scales(datamodule, datamodule.season_length)[forecasts.series]  # [N, T]
-    return evaluate(forecasts.pred, forecasts.actual, pred_original, actual_original, scale)
+    metrics = evaluate(forecasts.pred, forecasts.actual, pred_original, actual_original, scale)
+    if calibration is not None:
+        bands = forecasts.bands(calibration, levels=list(calibration.margins))
+        original = {level: (scaler.inverse_targets(lo, forecasts.series), scaler.inverse_targets(hi, forecasts.series))
+                    for level, (lo, hi) in bands.items()}
+        metrics.update(interval_metrics(bands, original, forecasts.pred, forecasts.actual, actual_original,
+                                        calibration.levels, scale))
+    return metrics

@@ -8,7 +8,9 @@ Two levels, one path:
 - `forecast(bundle, history)`: a history frame in the training file's own layout -> the forecast frame. It
   validates the history with the training data config, scales it (series the model never saw get statistics
   from their own history), takes the last `lookback` rows of every series, forecasts all series in batches
-  straight through the network (no Trainer, no GPU) and lays the result out one row per series, target and step.
+  straight through the network (no Trainer, no GPU) and lays the result out one row per series, target and step,
+  with `forecast_lo_<level>` / `forecast_hi_<level>` from the bundle's calibration (`forecaster.calibration`).
+  `output_columns(bundle)` is that frame's column list, which the Spark engine's schema is built from.
 
 `with_metadata` adds the columns that say which model made each row, from where and when; the pandas and Spark
 engines both call it.
@@ -121,9 +123,14 @@ def forecast(
     batches = (windows.__getitems__(range(start, min(start + batch_size, len(windows))))
                for start in range(0, len(windows), batch_size))
     scaled = np.concatenate([pred for _, pred in scaled_forecasts(predictor, batches)])  # [S, H, T, Q]
-    original = scaler.inverse_targets(scaled, scaler.series_index(panel.series_ids))  # [S, H, T, Q]
+    series = scaler.series_index(panel.series_ids)
+    original = scaler.inverse_targets(scaled, series)  # [S, H, T, Q]
+    bands = {}
+    if bundle.calibration is not None:  # scaled margins times each series' own scale
+        bands = {level: (scaler.inverse_targets(lo, series), scaler.inverse_targets(hi, series))
+                 for level, (lo, hi) in bundle.calibration.bounds(scaled, predictor.point_index).items()}
     origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)}
-    return Forecast(frame=_frame(panel, future, original, predictor), skipped=skipped, origins=origins)
+    return Forecast(frame=_frame(panel, future, original, predictor, bands), skipped=skipped, origins=origins)
 
 
 def with_metadata(forecast: Forecast, *, model_uri: str, model_version: str | None, source_run_id: str | None,
@@ -142,6 +149,15 @@ def with_metadata(forecast: Forecast, *, model_uri: str, model_version: str | No
 def quantile_column(quantile: float) -> str:
     """0.1 -> `forecast_q10`."""
     return f"forecast_q{round(quantile * 100):02d}"
+
+
+def output_columns(bundle: ModelBundle) -> list[str]:
+    """The columns `forecast(bundle, ...)` returns, then `METADATA_COLUMNS`: what every engine writes, in order."""
+    from forecaster.calibration import interval_column
+
+    levels = bundle.calibration.levels if bundle.calibration is not None else []
+    return [*FORECAST_COLUMNS, *[quantile_column(q) for q in bundle.quantiles or []],
+            *[interval_column(level, side) for level in levels for side in ("lo", "hi")], *METADATA_COLUMNS]
 
 
 # -- the history as a panel ------------------------------------------------------------------------------
@@ -231,8 +247,12 @@ def _last_windows(bundle: ModelBundle, panel: Panel):
     return windows, future, scaler
 
 
-def _frame(panel: Panel, future: np.ndarray, forecast: np.ndarray, predictor: Predictor) -> pd.DataFrame:
-    """Long frame: one row per series, target and step. forecast: [S, H, T, Q] in original units."""
+def _frame(panel: Panel, future: np.ndarray, forecast: np.ndarray, predictor: Predictor,
+           bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Long frame: one row per series, target and step. forecast: [S, H, T, Q]; bands: level -> (lower, upper),
+    each [S, H, T]; all in original units."""
+    from forecaster.calibration import interval_column
+
     n_series, horizon, n_targets, _ = forecast.shape
     series = np.repeat(np.array(panel.series_ids, dtype=object), horizon * n_targets)
     stamps = np.repeat(future, n_targets, axis=1).reshape(-1)  # [S * H * T]
@@ -242,4 +262,7 @@ def _frame(panel: Panel, future: np.ndarray, forecast: np.ndarray, predictor: Pr
     frame["forecast"] = forecast[..., predictor.point_index].reshape(-1)
     for index, quantile in enumerate(predictor.quantiles or []):
         frame[quantile_column(quantile)] = forecast[..., index].reshape(-1)
+    for level, (lower, upper) in bands.items():
+        frame[interval_column(level, "lo")] = lower.reshape(-1)
+        frame[interval_column(level, "hi")] = upper.reshape(-1)
     return frame

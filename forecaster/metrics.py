@@ -7,6 +7,10 @@ H horizon steps, T target variables.
 The M4 competition's scoring is here too, as named functions (`m4_scores`): sMAPE and MASE per series, averaged
 over series, MASE scaled by the seasonal-naive error of each series' whole training row, and OWA relative to
 Naive2. forecaster's own `mase` scales by the training rows of the split instead; both use `naive_scale`.
+
+Intervals (`interval_metrics`): coverage per level (a share, 0-1), mean width in original units, the pinball loss
+of the bounds read as quantiles (and of the point forecast as the median) on the standardised scale, and MSIS,
+the M4 competition's mean scaled interval score of the 95 % band (alpha = 0.05).
 """
 
 from __future__ import annotations
@@ -71,6 +75,53 @@ def evaluate(
         "smape": smape(pred_original, actual_original),
         "mase": mase(pred_original, actual_original, mase_scale),
     }
+
+
+def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> float:
+    """Share of actuals inside [lower, upper]."""
+    return float(np.mean((actual >= lower) & (actual <= upper)))
+
+
+def pinball(pred: np.ndarray, actual: np.ndarray, quantile: float) -> float:
+    """Mean pinball (quantile) loss of `pred` read as the `quantile` quantile."""
+    diff = actual - pred
+    return float(np.mean(np.maximum(quantile * diff, (quantile - 1.0) * diff)))
+
+
+def msis(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, scale: np.ndarray, alpha: float = 0.05) -> float:
+    """Mean scaled interval score (M4): per window and variable, the mean over steps of
+    (U - L) + 2/alpha (L - Y) 1{Y < L} + 2/alpha (Y - U) 1{Y > U}, divided by `scale` ([N, T], the in-sample
+    seasonal-naive MAE); then averaged. Windows without a usable scale (NaN) are left out."""
+    penalty = (upper - lower) + 2.0 / alpha * (np.maximum(lower - actual, 0.0) + np.maximum(actual - upper, 0.0))
+    scores = penalty.mean(axis=1) / scale  # [N, H, T] -> [N, T]
+    return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+
+
+def interval_metrics(
+    bands_scaled: dict[int, tuple[np.ndarray, np.ndarray]],
+    bands_original: dict[int, tuple[np.ndarray, np.ndarray]],
+    pred_scaled: np.ndarray,
+    actual_scaled: np.ndarray,
+    actual_original: np.ndarray,
+    levels: list[int],
+    mase_scale: np.ndarray,
+) -> dict[str, float]:
+    """`coverage_<level>` and `width_<level>` for each of `levels`, `pinball` (the point forecast as the median and
+    each level's bounds as its (1 -/+ level) / 2 quantiles, standardised scale), and `msis` when the 95 % band is in
+    `bands_original`. Bands: level -> (lower, upper), each [N, H, T]."""
+    metrics = {}
+    for level in levels:
+        lower, upper = bands_original[level]
+        metrics[f"coverage_{level}"] = coverage(lower, upper, actual_original)
+        metrics[f"width_{level}"] = float(np.mean(upper - lower))
+    losses = [pinball(pred_scaled, actual_scaled, 0.5)]
+    for level in levels:
+        lower, upper = bands_scaled[level]
+        losses += [pinball(lower, actual_scaled, (1 - level / 100) / 2), pinball(upper, actual_scaled, (1 + level / 100) / 2)]
+    metrics["pinball"] = float(np.mean(losses))
+    if 95 in bands_original:
+        metrics["msis"] = msis(*bands_original[95], actual_original, mase_scale, alpha=0.05)
+    return metrics
 
 
 def error_by_step(pred: np.ndarray, actual: np.ndarray) -> dict[str, np.ndarray]:

@@ -37,16 +37,25 @@ class Join:
 
 def point_forecasts(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     """A forecast file's rows -> the columns monitoring keeps: KEYS, timestamp, forecast, and `lower`, `upper`,
-    `nominal_coverage` from the outermost quantile columns (`forecast_qNN`) when the model has them (else NaN)."""
+    `nominal_coverage` from the widest calibrated interval (`forecast_lo_NN` / `forecast_hi_NN`), else from the
+    outermost quantile columns (`forecast_qNN`), when the model has either (else NaN)."""
     out = pd.DataFrame({
         "model": model, "forecast_origin": _naive_times(frame["forecast_origin"]),
         "series_id": frame["series_id"].astype(str), "target": frame["target"].astype(str),
         "step": frame["step"].astype(np.int64), "timestamp": _naive_times(frame["timestamp"]),
         "forecast": frame["forecast"].astype(np.float64),
     })
+    levels = sorted(int(name.removeprefix("forecast_lo_")) for name in frame.columns
+                    if name.startswith("forecast_lo_") and name.removeprefix("forecast_lo_").isdigit()
+                    and f"forecast_hi_{name.removeprefix('forecast_lo_')}" in frame.columns)
     quantiles = sorted((int(name.removeprefix("forecast_q")), name) for name in frame.columns
                        if name.startswith("forecast_q") and name.removeprefix("forecast_q").isdigit())
-    if len(quantiles) >= 2:
+    if levels:
+        level = levels[-1]
+        out["lower"] = frame[f"forecast_lo_{level}"].astype(np.float64)
+        out["upper"] = frame[f"forecast_hi_{level}"].astype(np.float64)
+        out["nominal_coverage"] = level / 100.0
+    elif len(quantiles) >= 2:
         (low, low_name), (high, high_name) = quantiles[0], quantiles[-1]
         out["lower"], out["upper"] = frame[low_name].astype(np.float64), frame[high_name].astype(np.float64)
         out["nominal_coverage"] = (high - low) / 100.0

@@ -13,17 +13,19 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def forecast_vs_actual(
-    history: np.ndarray, actual: np.ndarray, pred: np.ndarray, title: str, lower=None, upper=None,
+    history: np.ndarray, actual: np.ndarray, pred: np.ndarray, title: str,
+    bands: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Figure:
-    """One window of one target: the lookback, what happened next, and the forecast. Arrays are [L] and [H]."""
+    """One window of one target: the lookback, what happened next, the forecast and its prediction intervals.
+    Arrays are [L] and [H]; bands: level -> (lower, upper), each [H]."""
     fig, ax = plt.subplots(figsize=(9, 3.5))
     past = np.arange(-len(history), 0)
     future = np.arange(len(actual))
     ax.plot(past, history, color="0.4", label="history")
     ax.plot(future, actual, color="black", label="actual")
     ax.plot(future, pred, color="tab:blue", label="forecast")
-    if lower is not None and upper is not None:
-        ax.fill_between(future, lower, upper, color="tab:blue", alpha=0.2, label="interval")
+    for level, (lower, upper) in sorted((bands or {}).items(), reverse=True):  # widest first, narrower on top
+        ax.fill_between(future, lower, upper, color="tab:blue", alpha=0.15, label=f"{level}% interval")
     ax.axvline(-0.5, color="0.7", linestyle="--")
     ax.set_xlabel("step relative to forecast origin")
     ax.set_title(title)

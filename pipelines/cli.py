@@ -24,6 +24,7 @@ examples:
   forecaster train configs/demo-lstm.yaml --json   train one model, print validation and test metrics
   forecaster compare configs/demo.yaml             rnn vs lstm vs gru vs baselines; deploy a winner that beats
                                                    the champion on new data
+  forecaster tune configs/demo.yaml --trials 30     search on validation; write configs/demo-tuned.yaml
   forecaster predict --model models:/demo@champion --data data/demo.csv --output outputs/
   forecaster schedule configs/demo.yaml --once     one scheduled cycle, for cron or systemd
   forecaster monitor configs/demo.yaml --json      score past forecasts; exit 3 on decay
@@ -88,6 +89,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         config = config.with_overrides({"compare.promote": "always"})
     result = compare.run(config)
     print(compare.format_result(result))
+    if args.json:
+        _print_json(result.summary())
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from . import tune
+
+    config = _load(args)
+    overrides = {"tune.trials": args.trials, "tune.timeout": args.timeout, "tune.jobs": args.jobs}
+    config = config.with_overrides({key: value for key, value in overrides.items() if value is not None})
+    result = tune.run(config, config_path=args.config, output=args.output, then_compare=args.then_compare)
+    print(tune.format_result(result))
     if args.json:
         _print_json(result.summary())
     return 0
@@ -170,6 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="move the alias to a winner that beats seasonal naive even when it does not beat, or "
                               "cannot be compared with, the current champion (compare.promote: always)")
     compare.set_defaults(handler=cmd_compare)
+
+    tune = commands.add_parser(
+        "tune", help="search cell, strategy, lookback and size on validation (Optuna); write the best as a config")
+    _add_config_args(tune)
+    tune.add_argument("--trials", type=int,
+                      help="finished trials the study should hold (tune.trials); a rerun continues")
+    tune.add_argument("--timeout", type=float, metavar="MIN", help="minutes for this run (tune.timeout)")
+    tune.add_argument("--jobs", type=int, help="worker processes running trials in parallel (tune.jobs)")
+    tune.add_argument("-o", "--output",
+                      help="where to write the tuned config (default: <config stem>-tuned.yaml beside it)")
+    tune.add_argument("--then-compare", action="store_true",
+                      help="continue into compare with the tuned config (its selection and champion rules apply)")
+    tune.add_argument("--json", action="store_true",
+                      help="end with one JSON line: best_value, best_params, trials, pruned, config_path, run_id")
+    tune.set_defaults(handler=cmd_tune)
 
     predict = commands.add_parser("predict", help="multi-step forecasts for every series in a file")
     _add_config_args(predict, config_required=False)

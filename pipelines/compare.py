@@ -252,7 +252,9 @@ def format_result(result: CompareResult) -> str:
     board = result.leaderboard
     metric_names = ("mse", "mae", "mae_original", "smape", "mase")
     columns = ["model", *[f"val_{m}" for m in metric_names], *[c for c in board.columns if c.startswith("backtest_")],
-               *[f"test_{m}" for m in metric_names], "params", "train_seconds"]
+               *[f"test_{m}" for m in metric_names],
+               *[c for c in board.columns if c.startswith(("test_coverage_", "test_width_"))], "test_msis",
+               "params", "train_seconds"]
     table = board[[c for c in columns if c in board.columns]].to_string(
         index=False, float_format=lambda v: f"{v:.4f}")
     ranked = "rolling-origin folds before the test split" if result.metric.startswith("backtest_") else \

@@ -309,11 +309,11 @@ def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: s
     lines = list(header)
     for section, entries in sections.items():
         lines.append(f"{section}:")
-        lines += [_entry(key, value, comment) for key, value, comment in entries]
+        lines += [yaml_entry(key, value, comment) for key, value, comment in entries]
     return "\n".join(lines) + "\n"
 
 
-def _entry(key: str, value: object, comment: str) -> str:
+def yaml_entry(key: str, value: object, comment: str) -> str:
     """`  key: value  # comment`, or the comment on its own line above when the line would grow too long."""
     line = f"  {key}: {_yaml_value(value)}"
     if not comment:

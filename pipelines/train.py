@@ -121,6 +121,11 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
     model_dir = ckpt_dir / "model"
     bundle.save(model_dir)  # first: an error in what follows cannot lose the trained model
     try:
+        val_forecasts = forecast_windows(fitted.predictor, datamodule.val_dataloader())
+        bundle.calibration = calibrate(config, fitted.predictor, val_forecasts, name)
+        if bundle.calibration is not None:
+            bundle.save(model_dir)
+            mlflow.log_dict(bundle.calibration.to_dict(), "calibration.json")
         model_uri = log_bundle(bundle, example=bundle.example_history(datamodule))
         mlflow.set_tags({"forecaster.trained_until": bundle.trained_range["last"],
                          "forecaster.trained_rows": bundle.trained_range["rows"]})
@@ -128,16 +133,16 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
                             "epochs_run": fitted.epochs_run})
         if fitted.best_epoch is not None:
             mlflow.log_metric("best_epoch", fitted.best_epoch)
-        val_forecasts = forecast_windows(fitted.predictor, datamodule.val_dataloader())
-        val_metrics = score(val_forecasts, datamodule)
+        val_metrics = score(val_forecasts, datamodule)  # no interval metrics: the intervals were fitted here
         mlflow.log_metrics({f"validation/{key}": value for key, value in val_metrics.items()})
         forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
-        metrics = score(forecasts, datamodule)
+        metrics = score(forecasts, datamodule, bundle.calibration)
         mlflow.log_metrics({f"test/{key}": value for key, value in metrics.items()})
         if forecasts is None and val_forecasts is not None:
             log.info("%s: the test split is empty (split.test_size / test_fraction 0): no test metrics", name)
         if forecasts is not None or val_forecasts is not None:
-            _log_figures(forecasts or val_forecasts, datamodule, name, "test" if forecasts is not None else "validation")
+            _log_figures(forecasts or val_forecasts, datamodule, name, "test" if forecasts is not None else "validation",
+                         bundle.calibration)
     except Exception as exc:
         raise ModelError(
             f"{name}: training finished, but evaluating or logging the model failed ({type(exc).__name__}: {exc}). "
@@ -150,6 +155,49 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
         val_metrics=val_metrics, model_dir=str(model_dir), trained_range=bundle.trained_range,
         epochs_run=fitted.epochs_run,
     )
+
+
+def calibrate(config: Config, predictor, val_forecasts, name: str):
+    """The prediction intervals' calibration (`forecaster.calibration`), fitted on the validation windows only.
+
+    Without validation windows (a refit on every row) a refit run reuses its selection run's calibration (the run
+    named by the tag `forecaster.refit_of`): the margins are per-step quantiles of residuals divided by each
+    series' scale, and the refit's own scaler multiplies them back. Otherwise a quantile network keeps its own,
+    uncalibrated quantiles and any other model forecasts without intervals; both are logged."""
+    from forecaster.calibration import fit_calibration
+
+    if val_forecasts is None and (inherited := _selection_calibration()) is not None:
+        log.info("%s: no validation rows; intervals reuse the calibration of %s", name, inherited.fitted_on)
+        return inherited
+    outputs, actual = (val_forecasts.outputs, val_forecasts.actual) if val_forecasts is not None else (None, None)
+    calibration = fit_calibration(outputs, actual, predictor.quantiles, predictor.point_index,
+                                  config.predict.levels, config.predict.calibrate)
+    if calibration is None:
+        log.warning("%s: no validation rows to calibrate prediction intervals on; its forecasts have no "
+                    "forecast_lo_*/forecast_hi_* columns (give the validation split rows to get them)", name)
+    elif val_forecasts is None:
+        log.warning("%s: no validation rows; its intervals are the network's own quantiles, not calibrated", name)
+    return calibration
+
+
+def _selection_calibration():
+    """The calibration logged by the selection run this run refits (tag `forecaster.refit_of`), if any."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from forecaster.calibration import Calibration
+
+    run = mlflow.active_run()
+    source = mlflow.get_run(run.info.run_id).data.tags.get("forecaster.refit_of") if run is not None else None
+    if not source:
+        return None
+    try:
+        document = mlflow.artifacts.load_dict(f"runs:/{source}/calibration.json")
+    except (MlflowException, OSError):
+        return None
+    calibration = Calibration.from_dict(document)
+    calibration.fitted_on = f"selection run {source} ({calibration.windows} validation windows)"
+    return calibration
 
 
 def run(config: Config, resume: bool = False, kind: str = "network") -> TrainResult:
@@ -182,7 +230,7 @@ def _loggable_params(config: Config, kind: str) -> dict[str, Any]:
     return {key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in flat.items()}
 
 
-def _log_figures(forecasts, datamodule, name: str, split: str) -> None:
+def _log_figures(forecasts, datamodule, name: str, split: str, calibration=None) -> None:
     import mlflow
     import numpy as np
     import pandas as pd
@@ -200,13 +248,19 @@ def _log_figures(forecasts, datamodule, name: str, split: str) -> None:
     series, first = np.unique(forecasts.series, return_index=True)  # the first window of each series
     series, first = series[:4], first[:4]
     pred = datamodule.scaler.inverse_targets(forecasts.pred[first], series)  # [4, H, T], original units
+    bands = {}
+    if calibration is not None:
+        bands = {level: tuple(datamodule.scaler.inverse_targets(bound, series) for bound in bounds)
+                 for level, bounds in calibration.bounds(forecasts.outputs[first], forecasts.point_index).items()}
     for index, (series_index, window) in enumerate(zip(series, first, strict=True)):
         origin = int(forecasts.origin[window])
         history = panel.values[origin - lookback : origin, 0]
         actual = panel.values[origin : origin + pred.shape[1], 0]
         series_id = panel.series_ids[series_index]
         fig = plots.forecast_vs_actual(history, actual, pred[index, :, 0],
-                                       f"{name}: {series_id}, {panel.targets[0]} (first {split} window)")
+                                       f"{name}: {series_id}, {panel.targets[0]} (first {split} window)",
+                                       bands={level: (lo[index, :, 0], hi[index, :, 0])
+                                              for level, (lo, hi) in bands.items()})
         mlflow.log_figure(fig, f"plots/forecast_{series_id}.png")
         plots.close(fig)
 

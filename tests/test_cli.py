@@ -23,7 +23,7 @@ def test_help_is_instant_and_lists_the_commands():
     started = time.perf_counter()
     result = forecaster("--help")
     assert result.returncode == 0
-    for command in ("init", "validate", "train", "compare", "predict", "schedule", "monitor", "ui"):
+    for command in ("init", "validate", "train", "compare", "tune", "predict", "schedule", "monitor", "ui"):
         assert command in result.stdout
     # Heavy libraries are imported by the commands that need them, never by --help.
     probe = subprocess.run(

@@ -69,6 +69,14 @@ def test_scores_match_hand_computed_numbers():
     assert scores["nominal_coverage"] == pytest.approx(0.8)
 
 
+def test_coverage_reads_the_widest_calibrated_interval_before_quantiles():
+    frame = forecast_file(quantiles=True).assign(
+        forecast_lo_80=[3.0, 8.0, 6.0], forecast_hi_80=[5.0, 10.0, 8.0],  # actuals 4, 9, 7: all inside
+        forecast_lo_50=[4.5, 8.5, 6.5], forecast_hi_50=[4.6, 8.6, 6.6])  # none inside
+    scores = monitoring.summarise(scored(frame, actuals()).points).iloc[0]
+    assert scores["coverage"] == pytest.approx(1.0) and scores["nominal_coverage"] == pytest.approx(0.8)
+
+
 def test_partial_actuals_score_only_the_steps_that_arrived_and_absent_series_are_listed():
     join = scored(forecast_file(series=("a", "b")), actuals(rows=6))  # 04:00 and 05:00 arrived, 06:00 not yet
     assert join.points["step"].tolist() == [1, 2]

@@ -39,7 +39,8 @@ def test_predict_from_a_registered_alias(store, tmp_path):
     assert result.status == predict.WRITTEN
     assert result.paths.forecast.name == f"forecast_demo-v{store.version}_20240330T230000.csv"
     frame = pd.read_csv(result.paths.forecast, parse_dates=["timestamp", "forecast_origin"])
-    assert list(frame.columns) == ["series_id", "target", "timestamp", "step", "forecast", *METADATA]
+    assert list(frame.columns) == ["series_id", "target", "timestamp", "step", "forecast", "forecast_lo_80",
+                                   "forecast_hi_80", *METADATA]
     assert len(frame) == result.rows == len(SERIES) * HORIZON
     assert sorted(frame["series_id"].unique()) == SERIES
     assert frame.groupby("series_id")["step"].apply(list).map(lambda steps: steps == list(range(1, 25))).all()

@@ -192,7 +192,8 @@ def test_mlflow_models_serve_round_trip_over_http(compared, repo_root, monkeypat
         with urllib.request.urlopen(request, timeout=60) as response:
             predictions = pd.DataFrame(json.loads(response.read())["predictions"])
         local = mlflow.pyfunc.load_model(gru.model_uri).predict(history)
-        np.testing.assert_allclose(predictions["forecast"].to_numpy(), local["forecast"].to_numpy(), rtol=1e-5)
+        for column in ("forecast", "forecast_lo_80", "forecast_hi_80"):
+            np.testing.assert_allclose(predictions[column].to_numpy(), local[column].to_numpy(), rtol=1e-5)
     finally:
         stop(process)
 

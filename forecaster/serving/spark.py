@@ -178,19 +178,17 @@ def stage_spark(
 
 
 def forecast_schema(bundle: ModelBundle):
-    """The pandas engine's columns and order (`forecasting.FORECAST_COLUMNS`, quantile columns, then
-    `forecasting.METADATA_COLUMNS`) as Spark types."""
+    """The pandas engine's columns and order (`forecasting.output_columns`: the forecast, quantile and interval
+    columns, then the metadata) as Spark types."""
     from pyspark.sql import types as T
 
-    from forecaster.forecasting import FORECAST_COLUMNS, METADATA_COLUMNS, quantile_column
+    from forecaster.forecasting import output_columns
 
     types = {"series_id": T.StringType(), "target": T.StringType(), "timestamp": T.TimestampNTZType(),
              "step": T.LongType(), "forecast": T.DoubleType(), "model_uri": T.StringType(),
              "model_version": T.StringType(), "source_run_id": T.StringType(),
              "forecast_origin": T.TimestampNTZType(), "created_at": T.TimestampType()}
-    quantiles = [quantile_column(q) for q in bundle.quantiles or []]
-    return T.StructType([T.StructField(name, types.get(name, T.DoubleType()))
-                         for name in (*FORECAST_COLUMNS, *quantiles, *METADATA_COLUMNS)])
+    return T.StructType([T.StructField(name, types.get(name, T.DoubleType())) for name in output_columns(bundle)])
 
 
 def spark_session(master: str = DEFAULT_MASTER):

@@ -181,6 +181,8 @@ def fit_network(
     )
 
 
+# What a training learns from; other sections (tracking, predict, monitor, ...) may change between runs.
+TRAINING_SECTIONS = ("data.", "window.", "split.", "model.", "train.")
 # Keys a resumed training may change: they set how long and how visibly it runs, not what it learns.
 RESUMABLE_CHANGES = ("train.max_epochs", "train.patience", "train.progress", "train.threads", "train.num_workers")
 
@@ -201,7 +203,8 @@ def check_resumable(config: Config, checkpoint_dir: Path) -> None:
         return
     before, now = json.loads(record.read_text()), json.loads(json.dumps(config.flat(), default=str))
     changed = sorted(key for key in before.keys() | now.keys()
-                     if before.get(key) != now.get(key) and key not in RESUMABLE_CHANGES)
+                     if key.startswith(TRAINING_SECTIONS) and key not in RESUMABLE_CHANGES
+                     and before.get(key) != now.get(key))
     if changed:
         listed = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in changed)
         raise TrainingError(f"--resume: the config differs from the one the checkpoint in {checkpoint_dir} was "
