@@ -3,6 +3,12 @@ small synthetic panels."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +109,59 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# -- a real MLflow tracking server, for the tests that need one --------------------------------------------
+
+def stop(process):
+    """Stop a server and everything it started (uvicorn workers): they share its process group."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url, process, seconds=90):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            process.stdout.seek(0)
+            raise RuntimeError(f"server exited early: {process.stdout.read().decode(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server on 127.0.0.1: free port, SQLite backend, local artifact store; torn down after."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)

@@ -280,28 +280,6 @@ def simulated_panel(days: int, shift_day: int, seed: int = 7) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    from test_tracking import free_port, stop, wait_for
-    import subprocess
-    import sys
-    import tempfile
-
-    root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
-
-
 @pytest.mark.slow
 def test_level_shift_is_flagged_and_retrain_on_decay_moves_the_alias(mlflow_server, tmp_path, repo_root):
     """Train on two weeks, then forecast and monitor day by day; the levels jump on day 16. The monitor exits 0

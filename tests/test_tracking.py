@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port, stop, wait_for
 from mlflow import MlflowClient
 
 from forecaster.bundle import ModelBundle
@@ -95,60 +95,6 @@ def test_pyfunc_model_predicts_like_the_bundle_and_loads_without_pickles(compare
     assert len(served) == history["series_id"].nunique() * config.window.horizon
     np.testing.assert_allclose(served["forecast"].to_numpy(), direct["forecast"].to_numpy(), rtol=1e-6)
     assert set(served["series_id"]) == set(history["series_id"])
-
-
-def stop(process):
-    """Stop a server and everything it started (uvicorn workers): they share its process group."""
-    import signal
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url, process, seconds=90):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            process.stdout.seek(0)
-            raise RuntimeError(f"server exited early: {process.stdout.read().decode(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(url)
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real tracking server on 127.0.0.1: free port, SQLite backend, local artifact store; torn down after."""
-    root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
 
 def test_training_against_a_real_tracking_server(mlflow_server, tmp_path, repo_root, shrink, monkeypatch):
