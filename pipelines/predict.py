@@ -72,7 +72,7 @@ def run(config: Config) -> PredictResult:
     """`forecaster predict`: forecast every series in `predict.data` with `predict.model`."""
     import mlflow
 
-    from forecaster.forecasting import forecast  # noqa: F401  (torch is imported now: the timings below measure the job)
+    from forecaster.forecasting import forecast  # noqa: F401  (torch is imported here: the timings measure the job)
     from forecaster.serving.resolve import resolve_model
 
     settings = _checked_settings(config)
