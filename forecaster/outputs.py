@@ -36,10 +36,32 @@ from forecaster.tracking import file_fingerprint
 FORMATS = ("csv", "parquet")
 
 
+WRITTEN = "written"
+SKIPPED_EXISTING = "skipped-existing"
+
+
 @dataclass(frozen=True)
 class OutputPaths:
     forecast: Path
     manifest: Path
+
+
+@dataclass
+class CommittedOutput:
+    """What a batch left behind, for either engine: written now, or found complete and left as it was."""
+
+    status: str  # WRITTEN or SKIPPED_EXISTING
+    paths: OutputPaths
+    manifest: dict[str, Any]  # as written now, or as found for SKIPPED_EXISTING
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["counts"]["rows"])
+
+    @property
+    def series(self) -> int:
+        return int(self.manifest["counts"]["series"])
 
 
 def safe_label(text: str) -> str:

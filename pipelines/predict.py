@@ -21,30 +21,15 @@ import pandas as pd
 
 import forecaster
 from forecaster import outputs
+from forecaster.outputs import SKIPPED_EXISTING, WRITTEN, CommittedOutput
 from forecaster.config import Config
 from forecaster.errors import ConfigError
 from forecaster.tracking import file_fingerprint, setup_tracking, tracking_uri
 
-WRITTEN = "written"
-SKIPPED_EXISTING = "skipped-existing"
-
-
 @dataclass
-class PredictResult:
-    status: str  # WRITTEN or SKIPPED_EXISTING
-    paths: outputs.OutputPaths
-    manifest: dict[str, Any]  # as written now, or as found for SKIPPED_EXISTING
-    seconds: float
+class PredictResult(CommittedOutput):
     input_changed: bool = False  # SKIPPED_EXISTING only: the existing output was made from other input bytes
     skipped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def rows(self) -> int:
-        return int(self.manifest["counts"]["rows"])
-
-    @property
-    def series(self) -> int:
-        return int(self.manifest["counts"]["series"])
 
     @property
     def run_id(self) -> str | None:

@@ -28,18 +28,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import DataError
+from forecaster.outputs import SKIPPED_EXISTING, WRITTEN, CommittedOutput
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from forecaster.bundle import ModelBundle
-    from forecaster.outputs import OutputPaths
     from forecaster.serving.resolve import ResolvedModel
 
 DEFAULT_MASTER = "local[2]"
 PARTITION_COLUMN = "origin_date"
-WRITTEN = "written"
-SKIPPED_EXISTING = "skipped-existing"
 
 
 @dataclass
@@ -56,24 +54,14 @@ class StagedForecasts:
 
 
 @dataclass
-class SparkPredictResult:
-    status: str  # WRITTEN or SKIPPED_EXISTING
-    paths: OutputPaths  # paths.forecast: the Parquet dataset folder
-    manifest: dict[str, Any]  # as written now, or as found for SKIPPED_EXISTING
-    seconds: float
+class SparkPredictResult(CommittedOutput):
+    """`paths.forecast` is the Parquet dataset folder."""
+
     master: str
 
     @property
     def output(self) -> Path:
         return self.paths.forecast
-
-    @property
-    def rows(self) -> int:
-        return int(self.manifest["counts"]["rows"])
-
-    @property
-    def series(self) -> int:
-        return int(self.manifest["counts"]["series"])
 
     def summary(self) -> dict[str, Any]:
         return {"engine": "spark", "status": self.status, "output": str(self.output), "rows": self.rows,
