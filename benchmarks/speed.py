@@ -5,21 +5,27 @@ Reference: LSTM, hidden 64, 2 layers, direct, lookback 96, horizon 24, batch 64,
 
 - `kernel train`: the same network's forward + MSE + backward + clip + AdamW step over pre-built batch tensors;
 - `pipeline train`: `fit_network` (Lightning Trainer, DataLoader over `WindowDataset`), timed over the training
-  epochs only (a callback stops the clock around validation);
+  epochs only (a callback stops the clock around validation). Kernel and pipeline alternate `--repeats` times
+  and the medians are compared: `pipeline_kernel_ratio` (target: at least 0.95);
 - `kernel predict` / `pipeline predict`: forward passes over pre-built tensors vs `forecast_windows` over the
   test DataLoader, at the training batch size and at larger ones;
 - the options: training batch 256, glibc malloc thresholds (`forecaster.runtime.tune_allocator`), bfloat16 autocast, torch.compile.
 
 The allocator is measured first untuned, then tuned for the rest of the run (mallopt cannot be undone cleanly).
-`overhead` = pipeline seconds / kernel seconds - 1 for the same windows.
+`overhead` = pipeline seconds / kernel seconds - 1 for the same windows. `--profile` writes where one pipeline
+epoch spends its time (cProfile, cumulative) to results/<name>-profile.txt.
 
-    python benchmarks/speed.py [--threads 2] [--epochs 2] [--compile] [--skip-bf16]
+    python benchmarks/speed.py [--threads 2] [--repeats 3] [--profile] [--compile] [--skip-bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import logging
+import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -41,24 +47,22 @@ REFERENCE = {"model.cell": "lstm", "model.strategy": "direct", "model.hidden_siz
 
 
 class TrainClock:
-    """A Lightning callback that adds up the seconds spent in training epochs, validation excluded."""
+    """A Lightning callback that adds up the seconds spent in training epochs, validation excluded. It hooks only
+    the epoch's start and end, so it adds nothing to a step's cost."""
 
     def __new__(cls):
         import pytorch_lightning as pl
 
         class _Clock(pl.Callback):
             def __init__(self):
-                self.seconds, self.batches, self.windows = 0.0, 0, 0
+                self.seconds, self.epochs = 0.0, 0
 
             def on_train_epoch_start(self, trainer, module):
                 self._start = time.perf_counter()
 
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                self.batches += 1
-                self.windows += int(batch["y"].shape[0])
-
             def on_train_epoch_end(self, trainer, module):
                 self.seconds += time.perf_counter() - self._start
+                self.epochs += 1
 
         return _Clock()
 
@@ -122,14 +126,25 @@ def kernel_predict(network, batches, autocast: bool = False) -> float:
     return time.perf_counter() - started
 
 
-def pipeline_train(config, datamodule, epochs: int) -> tuple[float, int, object]:
+def pipeline_train(config, datamodule, epochs: int, profile: Path | None = None) -> tuple[float, int, object]:
+    """Seconds in `epochs` training epochs of `fit_network` (validation excluded), windows trained on, the fit.
+    With `profile`, the whole fit runs under cProfile and the functions that cost most are written there."""
     from forecaster.training.fit import fit_network
 
     clock = TrainClock()
     config = config.with_overrides({"train.max_epochs": epochs, "train.patience": 0})
+    profiler = cProfile.Profile() if profile else None
     with tempfile.TemporaryDirectory() as tmp:
+        if profiler:
+            profiler.enable()
         fitted = fit_network(config, datamodule, Path(tmp), extra_callbacks=[clock])
-    return clock.seconds, clock.windows, fitted
+        if profiler:
+            profiler.disable()
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+        profile.write_text(text.getvalue())
+    return clock.seconds, clock.epochs * len(datamodule.train_dataset), fitted
 
 
 def pipeline_predict(predictor, datamodule, batch_size: int) -> tuple[float, int]:
@@ -151,7 +166,10 @@ def dims_inputs(dims) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs through the pipeline")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs a pipeline repeat runs")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved kernel and pipeline training repeats")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one pipeline epoch: results/<name>-profile.txt")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument("--name", default="speed", help="results file name")
@@ -192,9 +210,25 @@ def main() -> None:
         add("kernel train", "train", kernel_train(fresh(), train_batches), n_train, 64,
             "tuned allocator, denormals flushed to zero", kernel_rate)
         torch.set_flush_denormal(False)
-    seconds, windows, fitted = pipeline_train(config, datamodule, args.epochs)
-    pipe_rate = add("pipeline train (fit_network)", "train", seconds, windows, 64, "tuned allocator", kernel_rate)
+    # Kernel and pipeline alternate, so that a burst of load elsewhere on a noisy machine hits both; the medians
+    # of the repeats and their ratio are the result.
+    kernel_rates, pipe_rates, fitted = [], [], None
+    for _ in range(args.repeats):
+        kernel_rates.append(n_train / kernel_train(fresh(), train_batches))
+        seconds, windows, fitted = pipeline_train(config, datamodule, args.epochs)
+        pipe_rates.append(windows / seconds)
+    kernel_rate = statistics.median(kernel_rates)
+    pipe_rate = statistics.median(pipe_rates)
+    repeats = f"median of {args.repeats} interleaved with the pipeline's, tuned allocator"
+    add("kernel train", "train", n_train / kernel_rate, n_train, 64, repeats, kernel_rate)
+    add("pipeline train (fit_network)", "train", n_train / pipe_rate, n_train, 64,
+        repeats.replace("pipeline's", "kernel's"), kernel_rate)
+    ratio = pipe_rate / kernel_rate
     overhead_train = kernel_rate / pipe_rate - 1
+    profile_path = None
+    if args.profile:
+        profile_path = ROOT / "benchmarks" / "results" / f"{args.name}-profile.txt"
+        pipeline_train(config, datamodule, 1, profile=profile_path)
     large_batches = batches_of(datamodule.train_dataset, 256, shuffle=True)
     add("kernel train", "train", kernel_train(fresh(), large_batches), n_train, 256, "tuned allocator", kernel_rate)
     seconds, windows, _ = pipeline_train(config.with_overrides({"train.batch_size": 256}), datamodule, args.epochs)
@@ -238,6 +272,8 @@ def main() -> None:
              "kernel_train_gflops": round(kernel_rate * flops / 1e9, 1), "gemm_gflops_step_shape": round(ceiling, 1),
              "windows_per_s_at_gemm_rate": round(ceiling * 1e9 / flops),
              "test_windows": n_test, "pipeline_train_overhead": round(overhead_train, 3),
+             "pipeline_kernel_ratio": round(ratio, 3), "kernel_train_repeats": [round(r) for r in kernel_rates],
+             "pipeline_train_repeats": [round(r) for r in pipe_rates],
              "pipeline_predict_overhead_batch64": round(predict_base / pipe_predict[64] - 1, 3),
              "peak_rss_mb": round(peak_rss_mb())}
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
@@ -245,7 +281,9 @@ def main() -> None:
              f"{extra['kernel_train_gflops']} GFLOP/s, and this CPU multiplies the step's matrices at "
              f"{extra['gemm_gflops_step_shape']} GFLOP/s back to back: {extra['windows_per_s_at_gemm_rate']:,} "
              f"windows/s if the step were nothing but its matrix products. "
-             f"Pipeline training adds {overhead_train:.1%} to the bare kernel's time; prediction at batch 64 adds "
+             f"Pipeline training runs at {ratio:.3f} of the bare kernel's rate (medians of {args.repeats} interleaved "
+             f"repeats: kernel {[round(r) for r in kernel_rates]}, pipeline {[round(r) for r in pipe_rates]} "
+             f"windows/s), {overhead_train:.1%} added time; prediction at batch 64 adds "
              f"{extra['pipeline_predict_overhead_batch64']:.1%}. `vs_base`: rate over the first row of its kind "
              f"(train: tuned-allocator kernel, except the first line's base; predict: kernel at batch 64). "
              f"Peak RSS {extra['peak_rss_mb']} MiB.")

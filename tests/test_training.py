@@ -77,7 +77,7 @@ def test_the_same_setup_stays_finite_with_clipping_and_reports_clipped_steps(tmp
     datamodule.scaler.scale_[:] = 1e-3
     fitted = fit_network(config, datamodule, tmp_path / "ckpt")
     metrics = fitted.trainer_metrics
-    assert np.isfinite(metrics["train/loss_epoch"])
+    assert np.isfinite(metrics["train/loss"])
     assert metrics["train/clipped_share"] > 0.5  # nearly every step needed clipping
     assert metrics["train/grad_norm"] > 1.0  # measured before clipping, not after
     assert all(torch.isfinite(p).all() for p in fitted.network.parameters())
@@ -89,6 +89,28 @@ def test_gradient_norm_and_learning_rate_are_logged_every_epoch(tmp_path):
     for key in ("train/grad_norm", "train/grad_norm_max", "train/clipped_share", "train/lr", "val/loss", "val/mae"):
         assert key in fitted.trainer_metrics, key
     assert 0.0 <= fitted.trainer_metrics["train/clipped_share"] <= 1.0
+
+
+def test_the_epoch_training_loss_is_the_window_weighted_mean_of_its_steps(tmp_path):
+    """train/loss is added up in the module rather than logged each step: the epoch figure must still be the mean
+    over every window the epoch trained on, the last, smaller batch weighted by its size."""
+    import pytorch_lightning as pl
+
+    class Steps(pl.Callback):
+        def __init__(self):
+            self.losses, self.sizes = [], []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.losses.append(float(outputs["loss"]))
+            self.sizes.append(int(batch["y"].shape[0]))
+
+    config = sine_config(tmp_path, **{"train.max_epochs": 1, "train.batch_size": 100})
+    steps = Steps()
+    fitted = fit_network(config, prepare_data(config), tmp_path / "ckpt", extra_callbacks=[steps])
+    assert len(set(steps.sizes)) == 2  # a full batch size and a shorter last batch
+    expected = np.average(steps.losses, weights=steps.sizes)
+    assert fitted.trainer_metrics["train/loss"] == pytest.approx(expected, rel=1e-6)
+    assert fitted.trainer_metrics["train/loss"] != pytest.approx(np.mean(steps.losses), rel=1e-6)
 
 
 def test_best_weights_are_restored_after_training(tmp_path):

@@ -82,9 +82,10 @@ class WindowDataset(Dataset):
         """Series index [B] and global start row [B] of the windows `indices` (negative ones count from the end)."""
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
         size = len(self)
-        if ((index < -size) | (index >= size)).any():
+        if index.size and (index.min() < -size or index.max() >= size):
             raise IndexError(f"window index out of range for a dataset of {size} windows")
-        index = np.where(index < 0, index + size, index)
+        if index.size and index.min() < 0:
+            index = np.where(index < 0, index + size, index)
         series = np.searchsorted(self.cumulative, index, side="right")  # [B]
         before = self.cumulative[series] - self.counts[series]  # windows of earlier series
         return series, self.first_row[series] + (index - before) * self.stride

@@ -59,22 +59,16 @@ class EpochLines(pl.Callback):
     def __init__(self, label: str = "", logger: logging.Logger | None = None):
         self.label = f"{label} " if label else ""
         self.logger = logger or logging.getLogger("forecaster.training")
-        self._losses: list[float] = []
         self._started = 0.0
         self._best = math.inf
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._losses, self._started = [], time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self._losses.append(float(loss))
+        self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        parts = [f"train_loss {sum(self._losses) / max(len(self._losses), 1):.4f}"]
+        parts = [f"train_loss {pl_module.epoch_loss():.4f}"]
         val = trainer.callback_metrics.get("val/loss")
         if val is not None:
             best = float(val) < self._best

@@ -70,7 +70,7 @@ def data_dims(datamodule) -> dict[str, int]:
             "n_future_features": datamodule.n_future_features}
 
 
-def build_module(config: Config, network: nn.Module, monitor: str = "val/loss"):
+def build_module(config: Config, network: nn.Module, monitor: str = "val/loss", step_loss: bool = False):
     from forecaster.training.module import ForecastModule
 
     return ForecastModule(
@@ -85,6 +85,7 @@ def build_module(config: Config, network: nn.Module, monitor: str = "val/loss"):
         max_epochs=config.train.max_epochs,
         teacher_forcing=config.model.teacher_forcing,
         teacher_forcing_decay=config.model.teacher_forcing_decay,
+        step_loss=step_loss,
     )
 
 
@@ -124,14 +125,14 @@ def fit_network(
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
     validate = len(datamodule.val_dataset) > 0  # none when refitting on every row: the last epoch's weights are kept
     network = network_from_dims(config, data_dims(datamodule))
-    module = build_module(config, network, monitor="val/loss" if validate else "train/loss_epoch")
+    bar = config.train.progress and sys.stderr.isatty()  # a bar on a terminal, one line per epoch in a log
+    module = build_module(config, network, monitor="val/loss" if validate else "train/loss", step_loss=bar)
     best = BestWeights()
     callbacks = [ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0), *extra_callbacks]
     if validate:
         callbacks.insert(0, best)
     if validate and config.train.patience > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=config.train.patience))
-    bar = config.train.progress and sys.stderr.isatty()  # a bar on a terminal, one line per epoch in a log
     if not bar:
         callbacks.append(EpochLines(label))
     trainer = pl.Trainer(

@@ -1,10 +1,12 @@
 """The LightningModule: owns loss, metrics, optimiser, learning-rate schedule and gradient clipping.
 
-The network is built elsewhere and handed in. One shared step serves train, validation and test, and logs
-`train/loss`, `val/loss`, `val/mae`, ... Each epoch also logs what the gradients did: the total gradient norm
-measured *before* clipping (mean and max over the epoch's steps) and the share of steps that were clipped. A
-vanilla RNN's norm swinging by orders of magnitude while an LSTM's stays flat is the exploding/vanishing
-gradient story, made visible.
+The network is built elsewhere and handed in. Validation and test log `val/loss`, `val/mae`, ... per batch;
+training adds its loss and gradient norms up in plain floats and logs them once an epoch (`train/loss`): a
+`self.log` call per training step costs more than a small network's step (benchmarks/speed.py). Each epoch logs
+what the gradients did: the total gradient norm measured *before* clipping (mean and max over the epoch's steps)
+and the share of steps that were clipped. A vanilla RNN's norm swinging by orders of magnitude while an LSTM's
+stays flat is the exploding/vanishing gradient story, made visible. With `step_loss=True` (a progress bar on a
+terminal) the bar also shows each step's loss.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ForecastModule(pl.LightningModule):
         teacher_forcing: float = 1.0,
         teacher_forcing_decay: float = 0.0,
         monitor: str = "val/loss",
+        step_loss: bool = False,
     ):
         super().__init__()
         self.monitor = monitor  # what the plateau schedule watches: the training loss when there is no validation
@@ -47,8 +50,10 @@ class ForecastModule(pl.LightningModule):
         self.max_epochs = max_epochs
         self.teacher_forcing = teacher_forcing
         self.teacher_forcing_decay = teacher_forcing_decay
+        self.step_loss = step_loss
         self._grad_norms: list[float] = []
         self._clipped_steps = 0
+        self._loss_sum, self._loss_windows = 0.0, 0
 
     @property
     def teacher_forcing_ratio(self) -> float:
@@ -60,31 +65,34 @@ class ForecastModule(pl.LightningModule):
         return point_forecast(self.network(x_past, x_future), self.loss_name, self.quantiles)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """Validation and test: loss, MSE and MAE of the point forecast, averaged over the epoch."""
         y = batch["y"]  # [B, H, T]
-        if stage == "train":
-            pred = self.network(batch["x_past"], batch["x_future"], y=y, teacher_forcing=self.teacher_forcing_ratio)
-        else:
-            pred = self.network(batch["x_past"], batch["x_future"])  # [B, H, T, Q]
+        pred = self.network(batch["x_past"], batch["x_future"])  # [B, H, T, Q]
         loss = self.loss_fn(pred, y)
         point = point_forecast(pred, self.loss_name, self.quantiles)  # [B, H, T]
         batch_size = y.shape[0]
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=batch_size,
-                 sync_dist=stage != "train")
-        if stage != "train":
-            self.log(f"{stage}/mse", torch.mean((point - y) ** 2), on_epoch=True, batch_size=batch_size, sync_dist=True)
-            self.log(f"{stage}/mae", torch.mean(torch.abs(point - y)), on_epoch=True, batch_size=batch_size,
-                     sync_dist=True)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage != "test", batch_size=batch_size,
+                 sync_dist=True)
+        self.log(f"{stage}/mse", torch.mean((point - y) ** 2), on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log(f"{stage}/mae", torch.mean(torch.abs(point - y)), on_epoch=True, batch_size=batch_size,
+                 sync_dist=True)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._shared_step(batch, "train")
-        if not torch.isfinite(loss):
+        y = batch["y"]
+        pred = self.network(batch["x_past"], batch["x_future"], y=y, teacher_forcing=self.teacher_forcing_ratio)
+        loss = self.loss_fn(pred, y)
+        value = float(loss.detach())  # one read of the loss a step: the finiteness check and the epoch mean share it
+        if not math.isfinite(value):
             raise TrainingError(
-                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
+                f"the training loss became {value} at epoch {self.current_epoch}, step {self.global_step}. "
                 "Try a lower learning rate (--set train.lr=...), gradient clipping (--set train.gradient_clip_val=1.0), "
                 "a smaller model, or check the data for extreme values (forecaster validate CONFIG)."
             )
+        self._loss_sum += value * y.shape[0]
+        self._loss_windows += y.shape[0]
+        if self.step_loss:
+            self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -115,6 +123,11 @@ class ForecastModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._grad_norms = []
         self._clipped_steps = 0
+        self._loss_sum, self._loss_windows = 0.0, 0
+
+    def epoch_loss(self) -> float:
+        """This epoch's mean training loss so far, over windows."""
+        return self._loss_sum / self._loss_windows if self._loss_windows else math.nan
 
     def gradient_summary(self) -> dict[str, float]:
         """This epoch so far: mean and max gradient norm before clipping, and the share of clipped steps."""
@@ -123,6 +136,8 @@ class ForecastModule(pl.LightningModule):
                 "clipped_share": self._clipped_steps / max(len(self._grad_norms), 1)}
 
     def on_train_epoch_end(self) -> None:
+        if self._loss_windows:
+            self.log("train/loss", self.epoch_loss(), sync_dist=True)
         for key, value in self.gradient_summary().items():
             self.log(f"train/{key}", value, sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
