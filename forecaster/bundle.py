@@ -10,7 +10,7 @@ This module says what a model is on disk and loads it; `forecaster.forecasting` 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,10 @@ class ModelBundle:
     freq: str = ""
     trained_range: dict[str, Any] | None = None  # rows the model learned from: see `trained_range`
     calibration: Calibration | None = None  # prediction intervals; None: no interval columns
+    # A few scaled input windows of its own data (x_past, x_future) for the precision check at load; None in
+    # bundles saved before it, and for baselines.
+    examples: dict[str, torch.Tensor] | None = None
+    precision_choices: dict = field(default_factory=dict, repr=False, compare=False)  # forecasting.bundle_precision
 
     @property
     def lookback(self) -> int:
@@ -68,6 +72,7 @@ class ModelBundle:
             baseline=fitted.baseline,
             freq=datamodule.panel.freq,
             trained_range=trained_range(datamodule.panel, datamodule.borders.train_end),
+            examples=example_windows(datamodule) if fitted.network is not None else None,
         )
 
     def save(self, path: str | Path) -> None:
@@ -83,6 +88,8 @@ class ModelBundle:
         (folder / "bundle.json").write_text(json.dumps(document, indent=1))
         if self.network is not None:
             torch.save(self.network.state_dict(), folder / "weights.pt")
+        if self.examples is not None:
+            torch.save(self.examples, folder / "examples.pt")
 
     @classmethod
     def load(cls, path: str | Path) -> ModelBundle:
@@ -112,6 +119,8 @@ class ModelBundle:
             state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
             bundle.network.load_state_dict(state)
             bundle.network.eval()
+            if (folder / "examples.pt").is_file():
+                bundle.examples = torch.load(folder / "examples.pt", map_location="cpu", weights_only=True)
         return bundle
 
     def example_history(self, datamodule, n_series: int = 2) -> pd.DataFrame:
@@ -120,13 +129,24 @@ class ModelBundle:
         ends = {index: int(panel.lengths[index]) for index in range(min(n_series, panel.n_series))}
         return history_frame(panel, self.config.data, ends, self.lookback)
 
-    def predict(
-        self, history: pd.DataFrame, skip_bad_series: bool = False, batch_size: int = 1024, source: str = "<history>",
-    ) -> Forecast:
-        """`forecaster.forecasting.forecast(self, history, ...)`, for callers that hold a bundle."""
+    def predict(self, history: pd.DataFrame, skip_bad_series: bool = False, source: str = "<history>",
+                **inference: Any) -> Forecast:
+        """`forecaster.forecasting.forecast(self, history, ...)`, for callers that hold a bundle; `inference`:
+        its batch_size, memory_mb, precision and tolerance."""
         from forecaster.forecasting import forecast
 
-        return forecast(self, history, skip_bad_series=skip_bad_series, batch_size=batch_size, source=source)
+        return forecast(self, history, skip_bad_series=skip_bad_series, source=source, **inference)
+
+
+def example_windows(datamodule, count: int | None = None) -> dict[str, torch.Tensor]:
+    """`count` windows spread evenly over the validation split (the training split when there is none), scaled
+    as the network reads them: the model's own examples for the precision check."""
+    from forecaster.forecasting import EXAMPLE_WINDOWS
+
+    dataset = datamodule.val_dataset if len(datamodule.val_dataset) else datamodule.train_dataset
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count or EXAMPLE_WINDOWS, len(dataset))).astype(int))
+    batch = dataset.__getitems__(picks)
+    return {"x_past": batch["x_past"].clone(), "x_future": batch["x_future"].clone()}
 
 
 def history_frame(panel, data, ends: dict[int, int], rows: int) -> pd.DataFrame:

@@ -151,11 +151,19 @@ class PredictConfig(_Section):
     format: Literal["csv", "parquet"] = "csv"
     engine: Literal["pandas", "spark"] = "pandas"
     spark_master: str = "local[2]"
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # windows per forward pass; None: the largest that fits memory_mb
+    memory_mb: float = Field(1024, gt=0)  # the working-memory budget that sets the batch size
+    precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 where measured accurate and faster at load
+    bf16_tolerance: float = Field(0.01, ge=0)  # on the scaled axis: standard deviations of each series
     skip_bad_series: bool = False
     overwrite: bool = False
     levels: list[int] = Field(default_factory=lambda: [80])  # prediction-interval levels, in percent
     calibrate: bool = True  # conformalise a quantile network's own quantiles on validation (CQR)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # YAML's 32
 
     @field_validator("levels")
     @classmethod

@@ -90,7 +90,8 @@ def run(config: Config) -> PredictResult:
             "input": {"path": str(Path(settings.data).resolve()), **fingerprint},
             "model": model.record(), "forecast_origin": staged.origin.isoformat(),
             "counts": staged.counts,
-            **({"skipped_series": staged.skipped} if staged.skipped is not None else {}), "timings_s": timings,
+            **({"skipped_series": staged.skipped} if staged.skipped is not None else {}),
+            **({"inference": staged.inference} if staged.inference else {}), "timings_s": timings,
         }
         try:
             manifest = outputs.write_output(staged.forecasts, paths, manifest)
@@ -125,6 +126,7 @@ class _Staged:
     created_at: pd.Timestamp
     skipped: dict[str, str] | None = None  # series left out and why; None: not known (Spark)
     master: str | None = None  # Spark's
+    inference: dict[str, Any] | None = None  # batch size and precision the network ran with (pandas engine)
 
 
 def _stage_pandas(model, settings, timings: dict[str, float]) -> _Staged:
@@ -134,14 +136,15 @@ def _stage_pandas(model, settings, timings: dict[str, float]) -> _Staged:
     with _timed(timings, "read_s"):
         history = read_table(model.bundle.config.data, settings.data)
     with _timed(timings, "predict_s"):
-        result = forecast(model.bundle, history, skip_bad_series=settings.skip_bad_series,
-                          batch_size=settings.batch_size, source=settings.data)
+        result = forecast(model.bundle, history, skip_bad_series=settings.skip_bad_series, source=settings.data,
+                          **inference_settings(settings))
     created_at = pd.Timestamp.now(tz="UTC").floor("s")
     frame = with_metadata(result, model_uri=model.uri, model_version=model.version, source_run_id=model.run_id,
                           created_at=created_at)
     counts = {"rows": len(frame), "series": len(result.origins), "skipped": len(result.skipped)}
     return _Staged(forecasts=frame, origin=max(pd.Timestamp(stamp) for stamp in result.origins.values()),
-                   counts=counts, created_at=created_at, skipped=result.skipped)
+                   counts=counts, created_at=created_at, skipped=result.skipped,
+                   inference={"batch_size": result.batch_size, **result.precision.record()})
 
 
 def _stage_spark(model, settings, timings: dict[str, float]) -> _Staged:
@@ -151,13 +154,19 @@ def _stage_spark(model, settings, timings: dict[str, float]) -> _Staged:
 
     with _timed(timings, "spark_s"):
         staged = stage_spark(model, settings.data, settings.output, master=settings.spark_master,
-                             skip_bad_series=settings.skip_bad_series, batch_size=settings.batch_size)
+                             skip_bad_series=settings.skip_bad_series, inference=inference_settings(settings))
     if staged.forecast_origin is None:
         outputs.discard(staged.folder)
         raise DataError(f"{settings.data}: no series left to forecast")
     return _Staged(forecasts=staged.folder, origin=staged.forecast_origin,
                    counts={"rows": staged.rows, "series": staged.series}, created_at=staged.created_at,
                    master=staged.master)
+
+
+def inference_settings(settings) -> dict[str, Any]:
+    """How the network computes (`forecasting.forecast`'s keywords), from `predict.*`."""
+    return {"batch_size": settings.batch_size, "memory_mb": settings.memory_mb, "precision": settings.precision,
+            "tolerance": settings.bf16_tolerance}
 
 
 def _log_batch(manifest: dict[str, Any], settings, seconds: float) -> None:
@@ -173,7 +182,9 @@ def _log_batch(manifest: dict[str, Any], settings, seconds: float) -> None:
         "source_run_id": model["source_run_id"], "input_path": manifest["input"]["path"],
         "input_sha256": manifest["input"]["sha256"], "forecast_origin": manifest["forecast_origin"],
         "output_dir": str(Path(settings.output).resolve()), "format": settings.format,
-        "batch_size": settings.batch_size, "skip_bad_series": settings.skip_bad_series,
+        "batch_size": (manifest.get("inference") or {}).get("batch_size", settings.batch_size),
+        "precision": (manifest.get("inference") or {}).get("precision", settings.precision),
+        "skip_bad_series": settings.skip_bad_series,
         **({"spark_master": manifest["spark_master"]} if "spark_master" in manifest else {}),
     })
     mlflow.log_metrics({**{key: float(value) for key, value in counts.items()}, "duration_s": seconds,

@@ -31,7 +31,7 @@ def test_spark_forecasts_equal_the_pandas_engine_row_for_row(store, tmp_path):
     from forecaster.serving.spark import PARTITION_COLUMN
 
     config = store.config.with_overrides({"predict.output": str(tmp_path / "pandas"), "predict.format": "parquet",
-                                          "predict.data": str(DEMO_CSV)})
+                                          "predict.data": str(DEMO_CSV), "predict.precision": "32"})
     expected = pd.read_parquet(predict.run(config).paths.forecast)
 
     # Through the job users run: `forecaster predict --engine spark --format parquet`.

@@ -116,7 +116,7 @@ def stage_spark(
     *,
     created_at=None,
     skip_bad_series: bool = False,
-    batch_size: int = 1024,
+    inference: dict | None = None,
     buckets: int | None = None,
     spark=None,
 ) -> StagedForecasts:
@@ -126,6 +126,7 @@ def stage_spark(
     `master`: a Spark master URL (default `local[2]`); ignored when an active `spark` session is passed.
     `created_at`: the batch's timestamp (default now, UTC), the same in every row.
     `buckets`: groups the series are dealt into (default: 4 per core Spark offers).
+    `inference`: `forecasting.forecast`'s batch_size, memory_mb, precision and tolerance (its defaults if None).
     """
     import pandas as pd
 
@@ -145,7 +146,7 @@ def stage_spark(
             bundle.save(folder)
             session.sparkContext.addFile(str(folder), recursive=True)
             history = _read_history(session, bundle, Path(data_path))
-            settings = {"bundle_name": folder.name, "skip_bad_series": skip_bad_series, "batch_size": batch_size,
+            settings = {"bundle_name": folder.name, "skip_bad_series": skip_bad_series, "inference": inference or {},
                         "metadata": {"model_uri": model.uri, "model_version": model.version,
                                      "source_run_id": model.run_id, "created_at": created}}
 
@@ -256,13 +257,12 @@ def _counts(session, output: Path) -> dict[str, Any]:
     return {"rows": int(row["rows"]), "series": int(row["series"]), "forecast_origin": origin}
 
 
-def _forecast_group(history, *, bundle_name: str, skip_bad_series: bool, batch_size: int, metadata: dict):
+def _forecast_group(history, *, bundle_name: str, skip_bad_series: bool, inference: dict, metadata: dict):
     """One group of whole series -> its forecast rows, with the pandas engine's columns. Runs on executors."""
     from forecaster.forecasting import forecast, with_metadata
 
     bundle = _executor_bundle(bundle_name)
-    return with_metadata(forecast(bundle, history, skip_bad_series=skip_bad_series, batch_size=batch_size),
-                         **metadata)
+    return with_metadata(forecast(bundle, history, skip_bad_series=skip_bad_series, **inference), **metadata)
 
 
 @functools.lru_cache(maxsize=4)
