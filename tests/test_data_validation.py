@@ -279,3 +279,68 @@ def test_interpolation_never_reads_a_later_split():
     assert honest.series_values(0)[:, 1].tolist() == panel.series_values(0)[:, 1].tolist()  # x had no holes
     complete = build_panel(long_frame(), LONG.model_copy(update={"missing": "interpolate"}), "c.csv")
     assert without_look_ahead(complete, (train_end, val_end, test_end)) is complete
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    freq=st.sampled_from(["h", "15min", "D", "2h"]),
+    lengths=st.lists(st.integers(1, 30), min_size=1, max_size=6),
+    gaps=st.integers(0, 3),
+    offset=st.integers(0, 7),
+    seed=st.integers(0, 1000),
+)
+def test_placing_every_series_at_once_equals_placing_them_one_by_one(freq, lengths, gaps, offset, seed):
+    """The vectorised grid for fixed steps must give exactly what the per-series path gives: the same grid, rows,
+    values and frequency, for series of any length, starts off the hour and missing rows."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for index, length in enumerate(lengths):
+        start = pd.Timestamp("2024-01-01") + index * pd.Timedelta(minutes=offset)
+        stamps = pd.date_range(start, periods=length + gaps, freq=freq)
+        keep = np.sort(rng.choice(length + gaps, size=length, replace=False)) if length > 1 else [0]
+        frames.append(pd.DataFrame({"ts": stamps[keep].strftime("%Y-%m-%d %H:%M:%S"), "id": f"s{index}",
+                                    "y": rng.normal(size=len(keep)), "x": rng.normal(size=len(keep))}))
+    frame = pd.concat(frames).sample(frac=1.0, random_state=seed)
+    cfg = LONG.model_copy(update={"freq": freq if all(n == 1 for n in lengths) else None})
+    fast, slow = scanned(frame, cfg, at_once=True), scanned(frame, cfg, at_once=False)
+    if isinstance(fast, str) or isinstance(slow, str):  # too sparse for its frequency: the same message
+        assert fast == slow
+        return
+    assert fast.freq == slow.freq
+    np.testing.assert_array_equal(fast.offsets, slow.offsets)
+    np.testing.assert_array_equal(fast.timestamps, slow.timestamps)
+    np.testing.assert_array_equal(fast.values, slow.values)
+    np.testing.assert_array_equal(fast.rows, slow.rows)
+
+
+def scanned(frame, cfg, at_once: bool):
+    """`scan_frame` with or without the all-series-at-once path; a DataError's message instead of raising."""
+    import forecaster.data.validate as validate
+
+    with pytest.MonkeyPatch.context() as patch:
+        if not at_once:
+            patch.setattr(validate, "_place_fixed_step", lambda *args: None)
+        try:
+            return validate.scan_frame(frame, cfg, "data.csv")
+        except DataError as error:
+            return str(error)
+
+
+def test_a_series_off_the_grid_is_still_named_when_the_others_are_placed_at_once():
+    frame = long_frame(ids=("a", "b", "c"), length=8)
+    frame.loc[frame.index[12], "ts"] = "2024-01-01 04:30:00"  # series b, between two hours
+    message = error_of(frame, LONG.model_copy(update={"freq": "h"}))
+    assert "series 'b' is not on a regular 'h' grid" in message and "04:30" in message
+
+
+def test_fixed_steps_are_placed_at_once_and_calendar_steps_one_by_one():
+    from forecaster.data.validate import _place_fixed_step
+
+    stamps = pd.date_range("2024-01-01", periods=6, freq="h").as_unit("ns").asi8
+    offsets = np.array([0, 3, 6])
+    placed = _place_fixed_step(np.delete(stamps, 4), np.array([0, 3, 5]), "h")  # the second series lacks a row
+    grid_offsets, grid, where = placed
+    np.testing.assert_array_equal(grid_offsets, [0, 3, 6])
+    np.testing.assert_array_equal(grid, stamps)
+    np.testing.assert_array_equal(where, [0, 1, 2, 3, 5])
+    assert _place_fixed_step(stamps, offsets, "W-MON") is None

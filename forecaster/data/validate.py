@@ -90,20 +90,25 @@ def scan_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> ScannedFram
     raw_offsets = np.concatenate([[0], np.cumsum(counts)])
 
     freq = infer_freq(stamps, raw_offsets, series_ids, cfg.freq, source)
-    grids, positions = [], []
-    for index, series_id in enumerate(series_ids):
-        segment = slice(raw_offsets[index], raw_offsets[index + 1])
-        grid, position = _place_on_grid(stamps[segment], order[segment], freq, series_id, source)
-        grids.append(grid)
-        positions.append(position)
-    offsets = np.concatenate([[0], np.cumsum([len(grid) for grid in grids])]).astype(np.int64)
-    where = np.concatenate(positions) + np.repeat(offsets[:-1], counts)  # [n] grid row of each sorted row
+    placed = _place_fixed_step(stamps, raw_offsets, freq)
+    if placed is None:  # a calendar frequency, or a series off its grid: one at a time, naming the problem
+        grids, positions = [], []
+        for index, series_id in enumerate(series_ids):
+            segment = slice(raw_offsets[index], raw_offsets[index + 1])
+            grid, position = _place_on_grid(stamps[segment], order[segment], freq, series_id, source)
+            grids.append(grid)
+            positions.append(position)
+        offsets = np.concatenate([[0], np.cumsum([len(grid) for grid in grids])]).astype(np.int64)
+        where = np.concatenate(positions) + np.repeat(offsets[:-1], counts)  # [n] grid row of each sorted row
+        grid_stamps = np.concatenate(grids)
+    else:
+        offsets, grid_stamps, where = placed
 
     grid_values = np.full((offsets[-1], len(columns)), np.nan, dtype=np.float32)
     grid_values[where] = values[order]
     grid_rows = np.full(offsets[-1], -1, dtype=np.int64)
     grid_rows[where] = order
-    timestamps = np.concatenate(grids).astype("datetime64[ns]")
+    timestamps = grid_stamps.astype("datetime64[ns]")
     return ScannedFrame(
         source, series_ids, offsets, timestamps, grid_values, grid_rows,
         cfg.targets, list(cfg.covariates), list(cfg.future_covariates), freq,
@@ -271,6 +276,11 @@ def infer_freq(stamps: np.ndarray, offsets: np.ndarray, series_ids: list[str], f
                 f"data.freq={freq!r} is not a pandas frequency alias. Use for example h, 15min, D, W-MON or MS, "
                 f"or leave data.freq empty to infer it."
             ) from None
+    steps = np.diff(stamps)
+    steps[offsets[1:-1] - 1] = 0  # the step from one series' last row to the next one's first is no step
+    within = steps[steps > 0]  # sorted and without duplicates within a series: every real step is positive
+    if len(within) and (within == within[0]).all() and (within[0] % _DAY_NS or within[0] == _DAY_NS):
+        return _alias_for(np.array([0, within[0]]))  # one step everywhere, an alias that needs no calendar: all at once
     found: dict[str, str] = {}
     for index, series_id in enumerate(series_ids):
         series = stamps[offsets[index] : offsets[index + 1]]
@@ -340,6 +350,28 @@ def _place_on_grid(
     if _too_sparse(len(grid), len(series)):
         _raise_sparse(series, freq, series_id, source)
     return grid, position
+
+
+def _place_fixed_step(stamps: np.ndarray, offsets: np.ndarray, freq: str) -> tuple | None:
+    """Every series on its grid at once, when `freq` is a fixed step (seconds to days): (grid offsets [S+1], grid
+    timestamps [G] int64 ns, grid row [n] of each sorted row). None for a calendar frequency (weeks, months...),
+    or when a series is off its grid or too sparse: `_place_on_grid` then finds and names it."""
+    try:
+        step = to_offset(freq).nanos
+    except ValueError:
+        return None
+    counts = np.diff(offsets)
+    first, last = stamps[offsets[:-1]], stamps[offsets[1:] - 1]  # [S]
+    series = np.repeat(np.arange(len(counts)), counts)  # [n]
+    relative = stamps - first[series]
+    lengths = (last - first) // step + 1  # [S] grid rows
+    if (relative % step).any() or any(map(_too_sparse, lengths.tolist(), counts.tolist())):
+        return None
+    grid_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    where = relative // step + grid_offsets[:-1][series]
+    grid_series = np.repeat(np.arange(len(counts)), lengths)  # [G]
+    grid = first[grid_series] + (np.arange(grid_offsets[-1]) - grid_offsets[:-1][grid_series]) * step
+    return grid_offsets, grid, where
 
 
 def _too_sparse(grid_rows: int, rows: int) -> bool:
