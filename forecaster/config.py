@@ -370,7 +370,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     if overrides:
         flat = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         known = _known_keys()
-        for key in (key for key in flat if key not in known):
+        mappings = [key for key, value in Config().flat().items() if isinstance(value, dict)]  # tune.space
+        for key in (key for key in flat if key not in known and not key.startswith(tuple(f"{m}." for m in mappings))):
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set: unknown key '{key}'.{hint}")

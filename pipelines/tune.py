@@ -213,7 +213,7 @@ def _fail_interrupted(study) -> None:
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         log.info("trial %d was interrupted; marked failed", trial.number)
 
 

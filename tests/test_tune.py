@@ -64,6 +64,20 @@ def test_space_keys_are_checked_by_name(tmp_path):
         search.check_space(config, {"cell": ["gru", "transformer"]})
 
 
+def test_one_key_of_the_space_can_be_set_from_the_command_line(tmp_path):
+    from forecaster.config import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text("data:\n  path: data/demo.csv\ntune:\n  space:\n    cell: [gru]\n    lr: {low: 0.001, high: 0.01}\n")
+    config = load_config(path, ["tune.space.cell=[gru, lstm]", "tune.space.hidden_size=[16, 32]"])
+    assert config.tune.space["cell"] == ["gru", "lstm"] and config.tune.space["hidden_size"] == [16, 32]
+    assert config.tune.space["lr"].high == 0.01  # the keys not set stay
+    with pytest.raises(ConfigError, match="hiden_size.*Did you mean 'hidden_size'"):
+        load_config(path, ["tune.space.hiden_size=[16]"])
+    with pytest.raises(ConfigError, match="unknown key 'tune.spaces.cell'"):
+        load_config(path, ["tune.spaces.cell=[gru]"])
+
+
 def test_default_space_follows_the_season_and_the_data_size():
     hourly = search.default_space(Config(), "h", shortest_train_rows=8640, train_windows=8521)
     assert hourly["lookback"] == [24, 48, 96, 168, 336]  # whole days, up to two weeks
