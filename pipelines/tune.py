@@ -21,18 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from forecaster.config import BASELINES, Config, build_config
 from forecaster.errors import ConfigError, ForecasterError, TrainingError
 from forecaster.tracking import setup_tracking, state_dir, tracking_uri
+from . import tune_tracking as tracking
 from .init import yaml_entry
 from .train import model_name
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0  # how often the parent logs the trials its workers finished
-FINISHED = ("COMPLETE", "PRUNED")
+FINISHED = tracking.FINISHED
 
 
 @dataclass
@@ -163,8 +162,8 @@ def run(config: Config, config_path: str | Path | None = None, output: str | Pat
         study.enqueue_trial(search.starting_point(space, config))
     remaining = max(config.tune.trials - done, 0)
     client = mlflow.MlflowClient(tracking_uri(config.tracking))
-    parent_id = _parent_run(client, study, experiment_id, config, space, url)
-    logged = _logged_trials(client, experiment_id, parent_id)
+    parent_id = tracking.parent_run(client, study, experiment_id, config, space, url)
+    logged = tracking.logged_trials(client, experiment_id, parent_id)
     log.info("study %s (%s): %d finished trial(s), %d to run", study.study_name, url, done, remaining)
     started = time.perf_counter()
     if remaining:
@@ -174,15 +173,15 @@ def run(config: Config, config_path: str | Path | None = None, output: str | Pat
             if config.tune.jobs == 1:
                 study.optimize(objective(config, panel, space, deadline), n_trials=remaining, timeout=timeout,
                                catch=(ForecasterError,), callbacks=[
-                                   lambda s, _: _log_trials(client, s, config, experiment_id, parent_id, logged)])
+                                   lambda s, _: tracking.log_trials(client, s, config, experiment_id, parent_id, logged)])
             else:
                 _run_workers(config, space, url, remaining, deadline, config.tune.seed + len(study.trials),
-                             lambda: _log_trials(client, study, config, experiment_id, parent_id, logged))
+                             lambda: tracking.log_trials(client, study, config, experiment_id, parent_id, logged))
         except BaseException:
-            _log_trials(client, study, config, experiment_id, parent_id, logged)
+            tracking.log_trials(client, study, config, experiment_id, parent_id, logged)
             client.set_terminated(parent_id, status="KILLED")  # a rerun reopens it and continues the study
             raise
-    _log_trials(client, study, config, experiment_id, parent_id, logged)
+    tracking.log_trials(client, study, config, experiment_id, parent_id, logged)
     result = _finish(client, study, config, parent_id, output, url, config_path)
     result.ran_now = _count(study, FINISHED) - done
     log.info("tune: %d trial(s) in %.0f s", result.ran_now, time.perf_counter() - started)
@@ -215,75 +214,6 @@ def _fail_interrupted(study) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         log.info("trial %d was interrupted; marked failed", trial.number)
-
-
-def _parent_run(client, study, experiment_id: str, config: Config, space, url: str) -> str:
-    """The study's MLflow parent run: the one an earlier `tune` of this study opened, else a new one."""
-    from mlflow.exceptions import MlflowException
-
-    run_id = study.user_attrs.get("mlflow_run_id")
-    if run_id:
-        try:
-            client.get_run(run_id)
-            client.update_run(run_id, status="RUNNING")
-            return run_id
-        except MlflowException:
-            log.info("the study's MLflow run %s is gone; opening a new one", run_id)
-    run = client.create_run(experiment_id, run_name=f"tune-{study.study_name}",
-                            tags={"forecaster.job": "tune", "forecaster.tune.study": study.study_name,
-                                  "forecaster.tune.storage": url})
-    run_id = run.info.run_id
-    client.log_dict(run_id, {name: values if isinstance(values, list) else values.model_dump()
-                             for name, values in space.items()}, "tune/space.json")
-    from mlflow.entities import Param
-
-    params = {key: value for key, value in config.flat().items()
-              if key.startswith(("data.", "window.", "split.", "tune.")) and not key.startswith("tune.space")
-              and not isinstance(value, list | dict)}
-    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
-    study.set_user_attr("mlflow_run_id", run_id)
-    return run_id
-
-
-def _logged_trials(client, experiment_id: str, parent_id: str) -> set[int]:
-    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10_000)
-    return {int(run.data.tags["forecaster.tune.trial"]) for run in runs if "forecaster.tune.trial" in run.data.tags}
-
-
-def _log_trials(client, study, config: Config, experiment_id: str, parent_id: str, logged: set[int]) -> None:
-    """A nested run for every finished trial not logged yet: its params, validation scores, epochs, state."""
-    from mlflow.entities import Metric, Param
-
-    from forecaster import search
-
-    for trial in study.get_trials(deepcopy=False):
-        if trial.number in logged or trial.state.name not in (*FINISHED, "FAIL"):
-            continue
-        started = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
-        run = client.create_run(experiment_id, start_time=started, run_name=f"trial-{trial.number:03d}", tags={
-            "mlflow.parentRunId": parent_id, "forecaster.tune.trial": str(trial.number),
-            "forecaster.tune.state": trial.state.name.lower(), "forecaster.job": "tune-trial"})
-        params = [Param(search.dotted(name), str(value)) for name, value in trial.params.items()]
-        now = int(time.time() * 1000)
-        metrics = [Metric(f"validation/{key}", float(value), now, 0)
-                   for key, value in trial.user_attrs.get("validation", {}).items() if math.isfinite(value)]
-        metrics += [Metric(key, float(value), now, 0) for key, value in trial.user_attrs.get("fit", {}).items()
-                    if value is not None]
-        monitor = "val_mae" if config.tune.metric == "mae" else "val_mse"
-        metrics += [Metric(f"epoch/{monitor}", float(value), now, int(step))
-                    for step, value in trial.intermediate_values.items() if math.isfinite(value)]
-        if "pruned_at_epoch" in trial.user_attrs:
-            metrics.append(Metric("pruned_at_epoch", float(trial.user_attrs["pruned_at_epoch"]), now, 0))
-        client.log_batch(run.info.run_id, metrics=metrics, params=params)
-        if "config" in trial.user_attrs:
-            from forecaster.config import unflatten
-
-            client.log_text(run.info.run_id, yaml.safe_dump(unflatten(trial.user_attrs["config"]), sort_keys=False),
-                            "config.yaml")
-        ended = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
-        client.set_terminated(run.info.run_id, status="FAILED" if trial.state.name == "FAIL" else "FINISHED",
-                              end_time=ended)
-        logged.add(trial.number)
 
 
 def _run_workers(config: Config, space, url: str, trials: int, deadline: float | None, seed: int, poll) -> None:
@@ -352,7 +282,7 @@ def _finish(client, study, config: Config, parent_id: str, output: Path, url: st
     client.log_text(parent_id, text, "tuned.yaml")
     table = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
     client.log_text(parent_id, table.to_csv(index=False), "tune/trials.csv")
-    _log_plots(client, study, parent_id)
+    tracking.log_plots(client, study, parent_id)
     client.log_metric(parent_id, f"best/val_{config.tune.metric}", best.value)
     client.log_metric(parent_id, "trials_completed", len(completed))
     client.log_metric(parent_id, "trials_pruned", _count(study, ("PRUNED",)))
@@ -365,46 +295,6 @@ def _finish(client, study, config: Config, parent_id: str, output: Path, url: st
         completed=len(completed), pruned=_count(study, ("PRUNED",)), failed=_count(study, ("FAIL",)),
         config_path=str(output), run_id=parent_id,
     )
-
-
-def _log_plots(client, study, parent_id: str) -> None:
-    """The optimisation history, and parameter importances once two trials completed with varied values."""
-    import numpy as np
-
-    from forecaster import plots
-
-    plt = plots.plt
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    numbers, values = [t.number for t in finished], [t.value for t in finished]
-    ax.scatter(numbers, values, color="tab:blue", s=14, label="complete trial")
-    ax.plot(numbers, np.minimum.accumulate(values), color="tab:red", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation score")
-    ax.set_title(f"{study.study_name}: optimisation history (lower is better)")
-    ax.legend()
-    fig.tight_layout()
-    client.log_figure(parent_id, fig, "plots/optimisation_history.png")
-    plots.close(fig)
-    if len(finished) < 2:
-        return
-    import optuna
-
-    try:
-        importances = optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError) as exc:
-        log.info("parameter importances skipped: %s", exc)
-        return
-    if not importances:
-        return
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(importances) + 1.5))
-    ax.barh(list(importances), list(importances.values()), color="tab:blue")
-    ax.invert_yaxis()
-    ax.set_xlabel("importance (fANOVA, share of the score's variance)")
-    ax.set_title(f"{study.study_name}: parameter importances")
-    fig.tight_layout()
-    client.log_figure(parent_id, fig, "plots/param_importances.png")
-    plots.close(fig)
 
 
 def render_tuned(config: Config, tuned: Config, best, study, run_id: str, config_path) -> str:
