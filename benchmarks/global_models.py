@@ -157,8 +157,9 @@ def case_predict(args) -> dict:
     manifest = json.loads(Path(summary["manifest"]).read_text())
     stages = {**manifest["timings_s"], "write_s": manifest["output"]["write_s"]}
     rows = pq.read_metadata(summary["output"]).num_rows
-    return {"measure": "predict (CLI)", "model": "gru-segment", "series": summary["series"], "batch": 1024,
-            "threads": args.threads, "per_s": round(rows / wall), "wall_s": round(wall, 2),
+    inference = manifest.get("inference", {})  # the batch size and precision the job chose
+    return {"measure": "predict (CLI)", "model": "gru-segment", "series": summary["series"],
+            "batch": inference.get("batch_size"), "precision": inference.get("precision"), "threads": args.threads, "per_s": round(rows / wall), "wall_s": round(wall, 2),
             "series_per_s": round(summary["series"] / wall), "rows_written": rows, "job_s": summary["seconds"],
             **{key: round(value, 2) for key, value in stages.items()},
             "other_s": round(summary["seconds"] - sum(stages.values()), 2),
@@ -251,7 +252,8 @@ def main() -> None:
              f"training windows per second over the first {args.train_batches} batches of one epoch (validation "
              f"excluded); seconds_per_epoch = training windows per epoch (`train_windows`) / per_s, extrapolated; "
              f"val_s: the full validation pass, measured; prepare_s: read, validate, scale and window the panel. "
-             f"`predict`: `forecaster predict --format parquet --json` (pandas engine, batch 1024, OMP_NUM_THREADS="
+             f"`predict`: `forecaster predict --format parquet --json` (pandas engine, its default batch from "
+             f"predict.memory_mb and precision `auto`, both read back from the manifest; OMP_NUM_THREADS="
              f"{args.threads}) on histories of the last {HISTORY_ROWS} rows (lookback + 24) of each series: users "
              f"send recent history, not the full file (100,000 x {ROWS:,} rows would be 100M rows). The model is a "
              f"segment GRU trained for {BUNDLE_BATCHES} batches on {BUNDLE_SERIES:,} series: its quality is "
@@ -260,7 +262,7 @@ def main() -> None:
              f"second, launch to exit; job_s: the job inside the CLI; load_model_s/read_s/predict_s/write_s: its "
              f"stages (manifest timings); other_s: the rest of the job (tracking, input hash, MLflow run). "
              f"peak_rss_mb: peak RSS of the measuring process (train) or of the CLI (predict).")
-    columns = ["measure", "model", "series", "batch", "threads", "per_s", "seconds_per_epoch", "val_s", "prepare_s",
+    columns = ["measure", "model", "series", "batch", "precision", "threads", "per_s", "seconds_per_epoch", "val_s", "prepare_s",
                "wall_s", "read_s", "predict_s", "write_s", "other_s", "peak_rss_mb", "note"]
     print(write_results(args.name, rows, columns, command, extra, notes))
 

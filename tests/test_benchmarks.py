@@ -97,3 +97,43 @@ def test_validation_only_never_reads_the_test_split():
     benchmark = Benchmark("val_mse", lambda overrides: (overrides["v"], {}), lambda v: {"val_mse": v}, no_test)
     rows, chosen = choose({"a": {"v": 0.2}, "b": {"v": 0.1}}, benchmark, read_test=False)
     assert chosen["candidate"] == "b" and not any(key.startswith("test_") for row in rows for key in row)
+
+
+def test_the_training_clock_leaves_out_the_validation_pass_lightning_runs_inside_the_epoch(tmp_path, monkeypatch):
+    """speed.py and global_models.py compare training rates with a kernel that validates nothing: a validation
+    pass counted as training would make the pipeline look slower than it is."""
+    import time
+
+    from conftest import shrink_config
+    from speed import pipeline_train
+
+    from forecaster.training.module import ForecastModule
+    from forecaster_pipelines.train import prepare_data
+
+    validation_step = ForecastModule.validation_step
+
+    def slow_validation(self, batch, batch_idx):
+        time.sleep(0.3)
+        return validation_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ForecastModule, "validation_step", slow_validation)
+    config = shrink_config("demo.yaml", tmp_path, **{"train.limit_train_batches": 2, "model.hidden_size": 8})
+    started = time.perf_counter()
+    seconds, windows, _ = pipeline_train(config, prepare_data(config), epochs=1)
+    elapsed = time.perf_counter() - started
+    assert windows > 0
+    assert seconds < elapsed - 0.3  # at least one sleeping validation batch left out
+
+
+def test_the_synthetic_panel_has_every_series_on_an_hourly_grid(tmp_path):
+    import pandas as pd
+    from global_models import synthetic_panel
+
+    rows = synthetic_panel(tmp_path / "panel.parquet", n_series=3, rows=50, first_row=10)
+    frame = pd.read_parquet(tmp_path / "panel.parquet")
+    assert rows == len(frame) == 150
+    assert frame["series_id"].nunique() == 3 and frame.groupby("series_id").size().eq(50).all()
+    steps = frame.groupby("series_id")["timestamp"].diff().dropna()
+    assert (steps == pd.Timedelta(hours=1)).all()
+    assert frame["timestamp"].min() == pd.Timestamp("2020-01-01 10:00")
+    assert frame.groupby("series_id")["value"].std().gt(0).all()
