@@ -40,6 +40,8 @@ from common import ROOT, peak_rss_mb, set_threads, shared_data, write_results  #
 
 from forecaster.config import load_config  # noqa: E402
 
+TINY = {"model.cell": "gru", "model.hidden_size": 4, "model.num_layers": 1, "window.lookback": 8,
+        "window.horizon": 2, "model.segment_length": 2}
 REFERENCE = {"model.cell": "lstm", "model.strategy": "direct", "model.hidden_size": 64, "model.num_layers": 2,
              "model.dropout": 0.1, "train.lr": 0.001,
              "window.lookback": 96, "window.horizon": 24, "train.batch_size": 64, "train.precision": "32-true",
@@ -237,6 +239,23 @@ def main() -> None:
     if args.profile:
         profile_path = ROOT / "benchmarks" / "results" / f"{args.name}-profile.txt"
         pipeline_train(config, datamodule, 1, profile=profile_path)
+    # The loop's own cost a step, apart from any model: a network so small (GRU 1x4, L 8, H 2) that its step is
+    # mostly the loop around it. Kernel and pipeline alternate as above.
+    tiny_config = config.with_overrides(TINY)
+    tiny_data = prepare_data(tiny_config)
+    tiny_batches = batches_of(tiny_data.train_dataset, 64, shuffle=True)
+    tiny_windows = sum(len(b["y"]) for b in tiny_batches)
+    tiny_kernel, tiny_pipe = [], []
+    for _ in range(args.repeats):
+        torch.manual_seed(0)
+        tiny_kernel.append(kernel_train(network_from_dims(tiny_config, data_dims(tiny_data)), tiny_batches))
+        tiny_pipe.append(pipeline_train(tiny_config, tiny_data, 1)[0])
+    steps = len(tiny_batches)
+    add("kernel train (tiny network)", "train", statistics.median(tiny_kernel), tiny_windows, 64,
+        f"GRU 1x4, L 8, H 2: median of {args.repeats}")
+    add("pipeline train (tiny network)", "train", statistics.median(tiny_pipe), tiny_windows, 64,
+        f"GRU 1x4, L 8, H 2: median of {args.repeats}")
+    loop_ms = (statistics.median(tiny_pipe) - statistics.median(tiny_kernel)) / steps * 1000
     large_batches = batches_of(datamodule.train_dataset, 256, shuffle=True)
     add("kernel train", "train", kernel_train(fresh(), large_batches), n_train, 256, "tuned allocator", kernel_rate)
     seconds, windows, _ = pipeline_train(config.with_overrides({"train.batch_size": 256}), datamodule, args.epochs)
@@ -283,7 +302,7 @@ def main() -> None:
              "pipeline_kernel_ratio": round(ratio, 3), "kernel_train_repeats": [round(r) for r in kernel_rates],
              "pipeline_train_repeats": [round(r) for r in pipe_rates],
              "pipeline_predict_overhead_batch64": round(predict_base / pipe_predict[64] - 1, 3),
-             "peak_rss_mb": round(peak_rss_mb())}
+             "loop_ms_per_step": round(loop_ms, 3), "peak_rss_mb": round(peak_rss_mb())}
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     notes = (f"A training window costs about {flops / 1e6:.1f} MFLOP (forward x 3); the bare kernel ran at "
              f"{extra['kernel_train_gflops']} GFLOP/s, and this CPU multiplies the step's matrices at "
@@ -291,7 +310,8 @@ def main() -> None:
              f"windows/s if the step were nothing but its matrix products. "
              f"Pipeline training runs at {ratio:.3f} of the bare kernel's rate (medians of {args.repeats} interleaved "
              f"repeats: kernel {[round(r) for r in kernel_rates]}, pipeline {[round(r) for r in pipe_rates]} "
-             f"windows/s), {overhead_train:.1%} added time; prediction at batch 64 adds "
+             f"windows/s), {overhead_train:.1%} added time; the loop itself costs {loop_ms:.2f} ms a step (tiny network, "
+             f"pipeline minus kernel); prediction at batch 64 adds "
              f"{extra['pipeline_predict_overhead_batch64']:.1%}. `vs_base`: rate over the first row of its kind "
              f"(train: tuned-allocator kernel, except the first line's base; predict: kernel at batch 64). "
              f"Peak RSS {extra['peak_rss_mb']} MiB.")
