@@ -102,3 +102,23 @@ def test_other_columns_are_refused(make_panel):
         scaler.transform(make_panel([30], n_targets=1, n_covariates=2))
     with pytest.raises(DataError, match="fitted on columns"):
         scaler.transform(make_panel([30], n_targets=2))  # same names, other roles
+
+
+def test_many_series_fitted_in_small_chunks_match_sklearn_one_by_one(make_panel, monkeypatch):
+    """The fit gathers series in chunks of rows; a chunk border falling inside or between series changes nothing."""
+    import forecaster.data.scaling as scaling
+
+    monkeypatch.setattr(scaling, "_CHUNK_ROWS", 37)
+    lengths = [5, 40, 12, 3, 64, 9, 21]
+    panel = make_panel(lengths, n_targets=1, n_covariates=1)
+    values = panel.values.copy()
+    values[panel.offsets[3]:panel.offsets[4]] = 2.5  # a constant series: scale 1
+    panel = panel.with_values(values)
+    train_end = np.array([4, 30, 12, 3, 50, 9, 20])
+    scaler = PanelScaler().fit(panel, train_end)
+    for i in range(len(lengths)):
+        reference = StandardScaler().fit(panel.series_values(i)[: train_end[i]].astype(np.float64))
+        np.testing.assert_allclose(scaler.mean_[i], reference.mean_, rtol=1e-12)
+        np.testing.assert_allclose(scaler.scale_[i], reference.scale_, rtol=1e-12)
+    restored = scaler.inverse_transform(scaler.transform(panel))
+    np.testing.assert_allclose(restored.values, panel.values, rtol=1e-5, atol=1e-5)
