@@ -73,8 +73,7 @@ class TrainClock:
                 self.seconds += time.perf_counter() - self._start
                 self.epochs += 1
 
-        clock = _Clock()
-        return clock
+        return _Clock()
 
 
 def lstm_flops_per_window(lookback: int, n_inputs: int, hidden: int, layers: int) -> float:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -135,8 +135,7 @@ def forecast(
 
     windows, future, scaler = _last_windows(bundle, panel)
     batch_size = batch_size or inference_batch_size(bundle, memory_mb)
-    examples = bundle.examples or windows.__getitems__(range(min(len(windows), EXAMPLE_WINDOWS)))
-    choice = bundle_precision(bundle, examples, precision, tolerance)
+    choice = bundle_precision(bundle, windows, precision, tolerance)
     predictor = replace(Predictor.of(bundle), precision=choice.precision)
     batches = (windows.__getitems__(range(start, min(start + batch_size, len(windows))))
                for start in range(0, len(windows), batch_size))
@@ -171,8 +170,7 @@ class PrecisionChoice:
     speedup: float | None = None
 
     def record(self) -> dict[str, Any]:
-        return {"precision": self.precision, "requested": self.requested, "reason": self.reason,
-                "max_difference": self.max_difference, "speedup": self.speedup}
+        return asdict(self)
 
 
 def choose_precision(predictor: Predictor, examples: dict[str, torch.Tensor], requested: str = "auto",
@@ -218,11 +216,13 @@ def native_bf16() -> bool:
         return False
 
 
-def bundle_precision(bundle: ModelBundle, examples: dict[str, torch.Tensor], requested: str = "auto",
+def bundle_precision(bundle: ModelBundle, windows, requested: str = "auto",
                      tolerance: float = 0.01) -> PrecisionChoice:
-    """`choose_precision` for a loaded bundle, measured once per bundle object and setting."""
+    """`choose_precision` for a loaded bundle, measured once per bundle object and setting, on the bundle's own
+    example windows; a bundle saved without them is checked on the first of `windows` (a `WindowDataset`)."""
     key = (requested, tolerance)
     if key not in bundle.precision_choices:
+        examples = bundle.examples or windows.__getitems__(range(min(len(windows), EXAMPLE_WINDOWS)))
         bundle.precision_choices[key] = choose_precision(Predictor.of(bundle), examples, requested, tolerance)
     return bundle.precision_choices[key]
 
@@ -243,7 +243,7 @@ def window_bytes(bundle: ModelBundle) -> int:
     """An estimate of the working memory one window takes in a forward pass: the input window and, per row the
     network runs (one per target when channel-independent), every layer's states over the steps it reads,
     with room for a gated cell's four gates, and the decoder's states and outputs; doubled for temporaries."""
-    dims, model = bundle.dims, bundle.config.model
+    dims = bundle.dims
     lookback, horizon = bundle.lookback, bundle.horizon
     window = (lookback + horizon) * (dims["n_past_features"] + dims["n_future_features"])
     if bundle.network is None:
@@ -253,7 +253,7 @@ def window_bytes(bundle: ModelBundle) -> int:
     steps = math.ceil(lookback / network.segment_length) if network.strategy == "segment" else lookback
     width = network.hidden_size * (2 if network.bidirectional else 1)
     encoder = network.num_layers * steps * width * 6
-    decoder = horizon * (2 * width + dims["n_future_features"] + network.n_outputs + (steps if model.attention else 0))
+    decoder = horizon * (2 * width + dims["n_future_features"] + network.n_outputs + (steps if network.attention else 0))
     return 4 * 2 * (window + rows * (encoder + decoder))
 
 

@@ -173,6 +173,7 @@ def _log_batch(manifest: dict[str, Any], settings, seconds: float) -> None:
     import mlflow
 
     model, counts = manifest["model"], manifest["counts"]
+    inference = manifest.get("inference") or {}  # the pandas engine's; Spark's executors do not report it
     mlflow.set_tags({"forecaster.job": "predict", "forecaster.engine": settings.engine,
                      "forecaster.model_uri": model["uri"],
                      "forecaster.model_version": model["version"] or "",
@@ -182,8 +183,8 @@ def _log_batch(manifest: dict[str, Any], settings, seconds: float) -> None:
         "source_run_id": model["source_run_id"], "input_path": manifest["input"]["path"],
         "input_sha256": manifest["input"]["sha256"], "forecast_origin": manifest["forecast_origin"],
         "output_dir": str(Path(settings.output).resolve()), "format": settings.format,
-        "batch_size": (manifest.get("inference") or {}).get("batch_size", settings.batch_size),
-        "precision": (manifest.get("inference") or {}).get("precision", settings.precision),
+        "batch_size": inference.get("batch_size", settings.batch_size),
+        "precision": inference.get("precision", settings.precision),
         "skip_bad_series": settings.skip_bad_series,
         **({"spark_master": manifest["spark_master"]} if "spark_master" in manifest else {}),
     })
