@@ -19,7 +19,7 @@ def forecaster(*args, cwd=REPO, timeout=600):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_help_is_instant_and_lists_the_commands():
+def test_help_is_instant_and_lists_the_commands(tmp_path):
     started = time.perf_counter()
     result = forecaster("--help")
     assert result.returncode == 0
@@ -30,7 +30,9 @@ def test_help_is_instant_and_lists_the_commands():
         [sys.executable, "-c", "import sys, forecaster_pipelines.cli as c\n"
          "try: c.main(['--help'])\nexcept SystemExit: pass\n"
          "print(sorted(m for m in ('torch', 'mlflow', 'pytorch_lightning') if m in sys.modules))"],
-        capture_output=True, text=True, cwd=REPO.parent,  # not the repository: the installed package
+        # an empty folder: not the repository, nor its parent (a clone named `forecaster` there would shadow the
+        # installed package as a namespace package)
+        capture_output=True, text=True, cwd=tmp_path,
     )
     assert probe.stdout.strip().endswith("[]"), probe.stdout + probe.stderr
     assert time.perf_counter() - started < 30  # generous: a loaded CI machine; the import check is the real test
