@@ -17,6 +17,7 @@ import ctypes.util
 import logging
 import os
 import platform
+import warnings
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,27 @@ def tune_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+NOISY_LIBRARIES = ("mlflow", "alembic", "pytorch_lightning", "lightning", "lightning_fabric", "urllib3", "matplotlib")
+
+
+class QuietLibraries(logging.Filter):
+    """Below WARNING, only forecaster's own records pass. A handler filter, because Lightning resets its loggers'
+    levels when it is imported, which may come after logging is configured."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LIBRARIES)
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' INFO lines (Lightning's accelerator report and tips, MLflow's migrations) off every
+    handler of the root logger, and their deprecation warnings off the terminal: the CLI's process and each `tune`
+    worker process call this (unless `--verbose`)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(existing, QuietLibraries) for existing in handler.filters):
+            handler.addFilter(QuietLibraries())
+    warnings.filterwarnings("ignore", module="(mlflow|pytorch_lightning|lightning_fabric|lightning)")
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's own handler: no start-up INFO lines

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -239,29 +237,15 @@ def _version() -> str:
     return f"forecaster {__version__}"
 
 
-NOISY_LIBRARIES = ("mlflow", "alembic", "pytorch_lightning", "lightning", "lightning_fabric", "urllib3", "matplotlib")
-
-
-class _QuietLibraries(logging.Filter):
-    """Below WARNING, only forecaster's own records reach the terminal. A handler filter, because Lightning
-    resets its loggers' levels when it is imported, after this is configured."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LIBRARIES)
-
-
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
     if not verbose:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_QuietLibraries())
-        warnings.filterwarnings("ignore", module="(mlflow|pytorch_lightning|lightning_fabric|lightning)")
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's own handler: no start-up INFO lines
+        from forecaster.runtime import quiet_libraries
+
+        quiet_libraries()
 
 
 def main(argv: list[str] | None = None) -> int:

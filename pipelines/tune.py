@@ -225,7 +225,8 @@ def _run_workers(config: Config, space, url: str, trials: int, deadline: float |
     plain_space = {name: values if isinstance(values, list) else values.model_dump() for name, values in space.items()}
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_work, name=f"tune-worker-{index}", daemon=True, args=(
-        worker_config, plain_space, url, trials // jobs + (index < trials % jobs), deadline, seed + 1000 * index))
+        worker_config, plain_space, url, trials // jobs + (index < trials % jobs), deadline, seed + 1000 * index,
+        not logging.getLogger().isEnabledFor(logging.DEBUG)))
         for index in range(jobs)]
     for worker in workers:
         worker.start()
@@ -244,14 +245,16 @@ def _run_workers(config: Config, space, url: str, trials: int, deadline: float |
                             f"trials they finished are kept: run tune again to continue")
 
 
-def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float | None, seed: int) -> None:
-    """One worker process: its share of the trials against the shared storage, no MLflow."""
+def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float | None, seed: int,
+          quiet: bool) -> None:
+    """One worker process: its share of the trials against the shared storage, no MLflow. `quiet` (unless the
+    parent logs at DEBUG, as `--verbose` does) keeps the libraries' INFO lines out of its log."""
     from forecaster.config import SearchRange
-    from forecaster.runtime import tune_threads
+    from forecaster.runtime import quiet_libraries, tune_threads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("pytorch_lightning", "lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    if quiet:
+        quiet_libraries()
     config = build_config(config_tree, "<tune worker>")
     tune_threads(config.train.threads)
     space = {name: values if isinstance(values, list) else SearchRange(**values) for name, values in space.items()}

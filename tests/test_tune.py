@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from types import SimpleNamespace
 
@@ -181,25 +182,34 @@ def test_an_interrupted_study_resumes_and_counts_its_finished_trials(tiny, tmp_p
 
 
 @pytest.mark.slow
-def test_hopeless_trials_are_pruned_after_their_first_epoch(tiny, tmp_path, monkeypatch):
+def test_hopeless_trials_are_pruned_after_their_first_epoch(tiny, tmp_path, monkeypatch, caplog):
     """The pruner says 'prune' to every trial but the first: each of those stops after one of its three epochs."""
     from forecaster_pipelines import tune
 
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number > 0)
+    caplog.set_level(logging.INFO, logger="forecaster_pipelines.tune_tracking")
     result = tune.run(tiny(**{"tune.trials": 3, "train.max_epochs": 3, "train.patience": 0}),
                       output=tmp_path / "tuned.yaml")
     trials = _study(tiny()).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "PRUNED"]
     assert [len(t.intermediate_values) for t in trials] == [3, 1, 1]
     assert (result.completed, result.pruned, result.best_trial) == (1, 2, 0)
+    best = f"(best: {trials[0].value:.4f}, trial 0)"
+    assert [r.getMessage() for r in caplog.records if r.name.endswith("tune_tracking")] == [
+        f"trial 0 complete: val_mse {trials[0].value:.4f} {best}",
+        f"trial 1 pruned after epoch 1 {best}", f"trial 2 pruned after epoch 1 {best}"]
 
 
 @pytest.mark.slow
-def test_two_worker_processes_share_one_study(tiny, tmp_path):
+def test_two_worker_processes_share_one_study(tiny, tmp_path, capfd):
     from forecaster_pipelines import tune
 
     result = tune.run(tiny(**{"tune.trials": 3, "tune.jobs": 2}), output=tmp_path / "tuned.yaml")
     assert result.trials == 3 and len(_study(tiny()).trials) == 3
+    workers_log = capfd.readouterr().err
+    assert "trial 0" in workers_log  # each epoch's line, from the worker processes
+    assert "GPU available" not in workers_log and "litlogger" not in workers_log  # Lightning's start-up lines
+    assert "LeafSpec" not in workers_log  # nor its deprecation warnings
 
     import mlflow
 
