@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Stopwatch, forecast_split, shared_data, write_results  # noqa: E402
+from common import ROOT, Stopwatch, shared_data, write_results  # noqa: E402
+from tune_check import mean_spread, retrain  # noqa: E402
 
 CONFIGS = {"ot": "etth1-ot.yaml", "multi": "etth1-multi.yaml"}
 # The shipped configs' measured scores by horizon: 3-seed validation and test means where benchmarks/selection.py
@@ -62,12 +63,6 @@ def search_space(target: str, horizon: int) -> dict:
     }
 
 
-def mean_spread(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=sorted(CONFIGS), default="ot", help="OT alone, or all seven columns")
@@ -86,10 +81,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     from forecaster.config import load_config
-    from forecaster.evaluation import score
-    from forecaster.training.fit import fit_network
     from pipelines import tune
-    from pipelines.train import prepare_data
 
     space = search_space(args.target, args.horizon)
     shipped = SHIPPED[(args.target, args.horizon)]
@@ -105,16 +97,8 @@ def main() -> None:
         study = tune.open_study(config, result.storage, 0)
         shipped_trial = study.trials[0]
         text = output.read_text()
-        retrained = []
-        with Stopwatch() as refit:
-            for seed in args.seeds:
-                tuned = load_config(output, {"train.seed": seed})
-                datamodule = prepare_data(tuned)
-                fitted = fit_network(tuned, datamodule, Path(state) / f"final-{seed}")
-                val = score(forecast_split(fitted, datamodule, "val")[0], datamodule)
-                test = score(forecast_split(fitted, datamodule, "test")[0], datamodule)  # once, after the choice
-                retrained.append({"seed": seed, "val_mse": val["mse"], "test_mse": test["mse"],
-                                  "test_mae": test["mae"]})
+        with Stopwatch() as refit:  # the test split is read here, once a seed, after the choice
+            retrained = retrain(output, {}, args.seeds, Path(state))
 
     tuned_val = statistics.mean(r["val_mse"] for r in retrained)
     bars = [v for v in (shipped.get("val_mse"), shipped_trial.value) if v is not None]

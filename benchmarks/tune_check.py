@@ -1,0 +1,102 @@
+"""A shipped tuned config against the config it replaces, on the same seeds: does its validation win hold?
+
+`benchmarks/tune.py` searches on one seed (42) and, where asked, retrains the winner on more. This script takes a
+tuned config already shipped (configs/etth1-<target>-h<H>-tuned.yaml) and the shipped base config at the same
+horizon (configs/etth1-ot.yaml or etth1-multi.yaml), trains both on every `--seeds`, and compares their mean
+validation MSE. The test split is read once per trained network, only to report; the verdict is the validation
+one.
+
+    python benchmarks/tune_check.py --target ot --horizon 720 --seeds 0 1 2 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, Stopwatch, forecast_split, shared_data, write_results  # noqa: E402
+
+BASE = {"ot": "etth1-ot.yaml", "multi": "etth1-multi.yaml"}
+
+
+def mean_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def retrain(config_path: Path, overrides: dict, seeds: list[int], folder: Path) -> list[dict]:
+    """Train `config_path` (with `overrides`) once per seed; score validation, then read the test split once."""
+    from forecaster.config import load_config
+    from forecaster.evaluation import score
+    from forecaster.training.fit import fit_network
+    from pipelines.train import prepare_data
+
+    scores = []
+    for seed in seeds:
+        config = load_config(config_path, {**overrides, "train.seed": seed})
+        datamodule = prepare_data(config)
+        fitted = fit_network(config, datamodule, folder / f"{config_path.stem}-{seed}")
+        val = score(forecast_split(fitted, datamodule, "val")[0], datamodule)
+        test = score(forecast_split(fitted, datamodule, "test")[0], datamodule)  # once, to report
+        scores.append({"seed": seed, "val_mse": val["mse"], "test_mse": test["mse"], "test_mae": test["mae"],
+                       "epochs": fitted.epochs_run})
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=sorted(BASE), default="ot")
+    parser.add_argument("--horizon", type=int, default=720, choices=[96, 192, 336, 720])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args()
+    shared_data("ETT-small/ETTh1.csv")
+    os.chdir(ROOT)  # the configs' data paths are relative to the repository root
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("pytorch_lightning", "lightning", "lightning_fabric", "mlflow", "alembic", "forecaster.training"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    tuned_path = ROOT / "configs" / f"etth1-{args.target}-h{args.horizon}-tuned.yaml"
+    if not tuned_path.is_file():
+        sys.exit(f"{tuned_path.relative_to(ROOT)} does not exist: nothing shipped at this horizon to check")
+    common = {"train.progress": False, "train.threads": args.threads}
+    candidates = {
+        BASE[args.target]: (ROOT / "configs" / BASE[args.target], {**common, "window.horizon": args.horizon}),
+        tuned_path.name: (tuned_path, common),
+    }
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="forecaster-tune-check-") as folder, Stopwatch() as watch:
+        for label, (path, overrides) in candidates.items():
+            results[label] = retrain(path, overrides, args.seeds, Path(folder))
+
+    rows = []
+    for label, scores in results.items():
+        rows += [{"config": label, "seed": s["seed"], "epochs": s["epochs"], "val_mse": round(s["val_mse"], 4),
+                  "test_mse": round(s["test_mse"], 4), "test_mae": round(s["test_mae"], 4)} for s in scores]
+        rows.append({"config": label, "seed": "mean", "val_mse": mean_spread([s["val_mse"] for s in scores]),
+                     "test_mse": mean_spread([s["test_mse"] for s in scores]),
+                     "test_mae": mean_spread([s["test_mae"] for s in scores])})
+    val = {label: statistics.mean(s["val_mse"] for s in scores) for label, scores in results.items()}
+    holds = val[tuned_path.name] < val[BASE[args.target]]
+    seeds = "/".join(str(s) for s in args.seeds)
+    notes = (f"Both configs trained on seeds {seeds} ({watch.seconds / 60:.1f} min, {args.threads} thread(s)). "
+             f"Mean validation MSE: {tuned_path.name} {val[tuned_path.name]:.4f}, {BASE[args.target]} "
+             f"{val[BASE[args.target]]:.4f}: the tuned config's validation win "
+             + ("holds." if holds else "does not hold over these seeds."))
+    name = f"tune-check-ett-{'uni' if args.target == 'ot' else 'multi'}-h{args.horizon}"
+    command = "python benchmarks/tune_check.py " + " ".join(sys.argv[1:])
+    print(write_results(name, rows, ["config", "seed", "epochs", "val_mse", "test_mse", "test_mae"], command,
+                        {"validation_mean": val, "tuned_wins_on_validation": holds}, notes))
+
+
+if __name__ == "__main__":
+    main()
