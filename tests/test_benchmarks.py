@@ -137,3 +137,15 @@ def test_the_synthetic_panel_has_every_series_on_an_hourly_grid(tmp_path):
     assert (steps == pd.Timedelta(hours=1)).all()
     assert frame["timestamp"].min() == pd.Timestamp("2020-01-01 10:00")
     assert frame.groupby("series_id")["value"].std().gt(0).all()
+
+
+def test_a_tuned_config_wins_only_beyond_twice_the_standard_error_of_the_gap():
+    from tune_check import verdict
+
+    base = [0.1080, 0.1096, 0.1063]
+    assert verdict([0.1022, 0.1000, 0.0982], base)[0]  # 0.0078 lower, standard error 0.0015
+    wins, why = verdict([0.1459, 0.1466, 0.1367], [0.1402, 0.1396, 0.1496])  # 0.0001 lower, error 0.0045
+    assert not wins and why.startswith("a tie")
+    wins, why = verdict([0.1180, 0.1190, 0.1170], base)
+    assert not wins and why.startswith("the win is reversed")
+    assert verdict([0.10], [0.11]) == (True, "lower on one seed: no spread to judge the gap by")
