@@ -8,6 +8,7 @@ learns from a value that changed nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -17,7 +18,7 @@ import pytorch_lightning as pl
 
 from forecaster.config import SEARCH_KEYS, Config, SearchRange
 from forecaster.data.features import season_length
-from forecaster.errors import ConfigError, TrainingError
+from forecaster.errors import ConfigError, ForecasterError, TrainingError
 
 Space = dict[str, list[Any] | SearchRange]
 
@@ -150,3 +151,23 @@ class PruneOnValidation(pl.Callback):
             raise optuna.TrialPruned(f"epoch {epoch}: {self.monitor} {value:.4g}")
         if self.deadline is not None and time.time() > self.deadline:
             raise TrainingError(f"trial {self.trial.number} stopped after epoch {epoch}: tune.timeout has passed")
+
+
+class _TrialErrorInOneLine(logging.Filter):
+    """Optuna logs a trial that failed with a caught exception along with its traceback. forecaster's own errors
+    (a trial stopped at the deadline, a setting the data cannot take) say what happened in their message: keep it,
+    drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ForecasterError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def trial_errors_in_one_line() -> None:
+    """Install the filter on the Optuna logger that reports failed trials (once; the `tune` process and each of
+    its workers call this unless `--verbose`)."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(existing, _TrialErrorInOneLine) for existing in logger.filters):
+        logger.addFilter(_TrialErrorInOneLine())

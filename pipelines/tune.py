@@ -166,6 +166,10 @@ def run(config: Config, config_path: str | Path | None = None, output: str | Pat
     logged = tracking.logged_trials(client, experiment_id, parent_id)
     log.info("study %s (%s): %d finished trial(s), %d to run", study.study_name, url, done, remaining)
     started = time.perf_counter()
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # --verbose keeps the tracebacks
+        from forecaster import search
+
+        search.trial_errors_in_one_line()
     if remaining:
         timeout = config.tune.timeout * 60 if config.tune.timeout else None
         deadline = time.time() + timeout if timeout else None
@@ -254,7 +258,10 @@ def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", datefmt="%H:%M:%S")
     if quiet:
+        from forecaster.search import trial_errors_in_one_line
+
         quiet_libraries()
+        trial_errors_in_one_line()
     config = build_config(config_tree, "<tune worker>")
     tune_threads(config.train.threads)
     space = {name: values if isinstance(values, list) else SearchRange(**values) for name, values in space.items()}

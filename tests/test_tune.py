@@ -233,3 +233,29 @@ def test_a_trial_still_training_at_the_deadline_stops_failed():
     trainer = SimpleNamespace(sanity_checking=False, current_epoch=1, callback_metrics={"val/mse": torch.tensor(0.5)})
     with pytest.raises(TrainingError, match="tune.timeout"):
         callback.on_validation_end(trainer, None)
+
+
+def test_a_trial_stopped_by_a_forecaster_error_is_logged_in_one_line(caplog):
+    """Optuna logs a caught trial error with its traceback: for forecaster's own errors, the message is enough."""
+    from forecaster.errors import TrainingError
+
+    search.trial_errors_in_one_line()
+    search.trial_errors_in_one_line()  # idempotent: the tune process and each worker call it
+    study = optuna.create_study()
+    caplog.set_level(logging.WARNING, logger="optuna")
+    optuna.logging.enable_propagation()
+    try:
+        def stopped(trial):
+            raise TrainingError(f"trial {trial.number} stopped after epoch 1: tune.timeout has passed")
+
+        def broken(trial):
+            raise ValueError("a bug")
+
+        study.optimize(stopped, n_trials=1, catch=(TrainingError,))
+        study.optimize(broken, n_trials=1, catch=(ValueError,))
+    finally:
+        optuna.logging.disable_propagation()
+    one_line = {r.getMessage().split(" failed")[0]: r.exc_info is None for r in caplog.records
+                if "failed with parameters" in r.getMessage()}
+    assert one_line == {"Trial 0": True, "Trial 1": False}  # a bug keeps its traceback
+    assert any("tune.timeout has passed" in r.getMessage() for r in caplog.records)
