@@ -33,6 +33,18 @@ def shared_data(relative: str) -> Path:
     return path
 
 
+def log_to_terminal() -> None:
+    """INFO lines with the time for a long benchmark; the libraries' start-up lines and warnings filtered as the CLI
+    does (a handler filter: Lightning resets its loggers' levels when imported), and no per-epoch lines."""
+    import logging
+
+    from forecaster.runtime import quiet_libraries
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    quiet_libraries()
+    logging.getLogger("forecaster.training").setLevel(logging.WARNING)
+
+
 def set_threads(threads: int) -> int:
     import torch
 

@@ -15,7 +15,6 @@ one was measured (h96), the shipped config's 3-seed validation mean.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import shlex
@@ -27,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Stopwatch, shared_data, write_results  # noqa: E402
+from common import ROOT, Stopwatch, log_to_terminal, shared_data, write_results  # noqa: E402
 from tune_check import mean_spread, retrain  # noqa: E402
 
 CONFIGS = {"ot": "etth1-ot.yaml", "multi": "etth1-multi.yaml"}
@@ -76,9 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     shared_data("ETT-small/ETTh1.csv")
     os.chdir(ROOT)  # the config's data path is relative to the repository root
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("pytorch_lightning", "lightning", "lightning_fabric", "mlflow", "alembic", "forecaster.training"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    log_to_terminal()
 
     from forecaster.config import load_config
     from pipelines import tune

@@ -12,7 +12,6 @@ means. The test split is read once per trained network, only to report; the verd
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import statistics
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Stopwatch, forecast_split, shared_data, write_results  # noqa: E402
+from common import ROOT, Stopwatch, log_to_terminal, forecast_split, shared_data, write_results  # noqa: E402
 
 BASE = {"ot": "etth1-ot.yaml", "multi": "etth1-multi.yaml"}
 
@@ -62,9 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     shared_data("ETT-small/ETTh1.csv")
     os.chdir(ROOT)  # the configs' data paths are relative to the repository root
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("pytorch_lightning", "lightning", "lightning_fabric", "mlflow", "alembic", "forecaster.training"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    log_to_terminal()
 
     tuned_path = ROOT / "configs" / f"etth1-{args.target}-h{args.horizon}-tuned.yaml"
     if not tuned_path.is_file():
@@ -116,6 +113,7 @@ def report(name: str, command: str, results: dict[str, list[dict]], base: str, t
     return write_results(name, rows, ["config", "seed", "epochs", "val_mse", "test_mse", "test_mae"], command,
                          {"validation_mean": val, "tuned_wins_on_validation": wins, "verdict": why,
                           "scores": results}, notes)
+
 
 if __name__ == "__main__":
     main()

@@ -166,7 +166,8 @@ def run(config: Config, config_path: str | Path | None = None, output: str | Pat
     logged = tracking.logged_trials(client, experiment_id, parent_id)
     log.info("study %s (%s): %d finished trial(s), %d to run", study.study_name, url, done, remaining)
     started = time.perf_counter()
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # --verbose keeps the tracebacks
+    quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)  # --verbose keeps the libraries' lines, tracebacks
+    if quiet:
         from forecaster import search
 
         search.trial_errors_in_one_line()
@@ -179,7 +180,7 @@ def run(config: Config, config_path: str | Path | None = None, output: str | Pat
                                catch=(ForecasterError,), callbacks=[
                                    lambda s, _: tracking.log_trials(client, s, config, experiment_id, parent_id, logged)])
             else:
-                _run_workers(config, space, url, remaining, deadline, config.tune.seed + len(study.trials),
+                _run_workers(config, space, url, remaining, deadline, config.tune.seed + len(study.trials), quiet,
                              lambda: tracking.log_trials(client, study, config, experiment_id, parent_id, logged))
         except BaseException:
             tracking.log_trials(client, study, config, experiment_id, parent_id, logged)
@@ -220,7 +221,8 @@ def _fail_interrupted(study) -> None:
         log.info("trial %d was interrupted; marked failed", trial.number)
 
 
-def _run_workers(config: Config, space, url: str, trials: int, deadline: float | None, seed: int, poll) -> None:
+def _run_workers(config: Config, space, url: str, trials: int, deadline: float | None, seed: int, quiet: bool,
+                 poll) -> None:
     """`tune.jobs` spawned processes share the trials; each trains with cores // jobs torch threads unless
     `train.threads` says otherwise. This process logs what they finish, every `POLL_SECONDS`."""
     jobs = min(config.tune.jobs, trials)
@@ -229,8 +231,7 @@ def _run_workers(config: Config, space, url: str, trials: int, deadline: float |
     plain_space = {name: values if isinstance(values, list) else values.model_dump() for name, values in space.items()}
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_work, name=f"tune-worker-{index}", daemon=True, args=(
-        worker_config, plain_space, url, trials // jobs + (index < trials % jobs), deadline, seed + 1000 * index,
-        not logging.getLogger().isEnabledFor(logging.DEBUG)))
+        worker_config, plain_space, url, trials // jobs + (index < trials % jobs), deadline, seed + 1000 * index, quiet))
         for index in range(jobs)]
     for worker in workers:
         worker.start()
@@ -251,8 +252,8 @@ def _run_workers(config: Config, space, url: str, trials: int, deadline: float |
 
 def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float | None, seed: int,
           quiet: bool) -> None:
-    """One worker process: its share of the trials against the shared storage, no MLflow. `quiet` (unless the
-    parent logs at DEBUG, as `--verbose` does) keeps the libraries' INFO lines out of its log."""
+    """One worker process: its share of the trials against the shared storage, no MLflow. `quiet` (the parent's
+    choice: not under `--verbose`) keeps the libraries' INFO lines and forecaster's own tracebacks out of its log."""
     from forecaster.config import SearchRange
     from forecaster.runtime import quiet_libraries, tune_threads
 

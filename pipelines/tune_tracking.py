@@ -55,7 +55,8 @@ def log_trials(client, study, config: Config, experiment_id: str, parent_id: str
 
     from forecaster import search
 
-    for trial in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)  # one storage read a poll
+    for trial in trials:
         if trial.number in logged or trial.state.name not in (*FINISHED, "FAIL"):
             continue
         started = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
@@ -83,14 +84,15 @@ def log_trials(client, study, config: Config, experiment_id: str, parent_id: str
         client.set_terminated(run.info.run_id, status="FAILED" if trial.state.name == "FAIL" else "FINISHED",
                               end_time=ended)
         logged.add(trial.number)
-        log.info("%s", trial_line(study, trial, monitor))
+        log.info("%s", trial_line(trials, trial, monitor))
 
 
-def trial_line(study, trial, monitor: str) -> str:
-    """One log line per finished trial, e.g. `trial 12 complete: val_mse 0.1134 (best: 0.1102, trial 7)`."""
+def trial_line(trials, trial, monitor: str) -> str:
+    """One log line per finished trial, e.g. `trial 12 complete: val_mse 0.1134 (best: 0.1102, trial 7)`; the best
+    among `trials`, the study's trials."""
     if trial.state.name == "FAIL":
         return f"trial {trial.number} failed"
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     best = min(complete, key=lambda t: t.value, default=None)
     so_far = f" (best: {best.value:.4f}, trial {best.number})" if best else ""
     if trial.state.name == "PRUNED":  # pruned_at_epoch counts from 0, the epoch lines from 1
