@@ -6,12 +6,20 @@ horizon (configs/etth1-ot.yaml or etth1-multi.yaml), trains both on every `--see
 validation MSE. The tuned config wins only by more than twice the standard error of the gap between the two
 means. The test split is read once per trained network, only to report; the verdict is the validation one.
 
+Training is deterministic per seed (the checks reproduced tune.py's retrained scores to four decimals, with one
+thread or two), so `--tuned-from` can take the tuned config's scores from the tune.py results that shipped it
+instead of training it again: only the base config is trained then. The results file must hold the shipped
+config's tuned values (checked) and every seed asked.
+
     python benchmarks/tune_check.py --target ot --horizon 720 --seeds 0 1 2 --threads 2
+    python benchmarks/tune_check.py --target multi --horizon 720 --seeds 0 1 2 \
+        --tuned-from benchmarks/results/tune-ett-multi-h720.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -58,6 +66,8 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=720, choices=[96, 192, 336, 720])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--tuned-from", type=Path, metavar="RESULTS_JSON",
+                        help="take the tuned config's scores from the tune.py results that shipped it")
     args = parser.parse_args()
     shared_data("ETT-small/ETTh1.csv")
     os.chdir(ROOT)  # the configs' data paths are relative to the repository root
@@ -72,14 +82,40 @@ def main() -> None:
         tuned_path.name: (tuned_path, common),
     }
     results = {}
+    if args.tuned_from:
+        results[tuned_path.name] = earlier_scores(args.tuned_from, tuned_path, args.seeds)
+        del candidates[tuned_path.name]
     with tempfile.TemporaryDirectory(prefix="forecaster-tune-check-") as folder, Stopwatch() as watch:
         for label, (path, overrides) in candidates.items():
             results[label] = retrain(path, overrides, args.seeds, Path(folder))
+    results = {label: results[label] for label in (BASE[args.target], tuned_path.name)}
 
     name = f"tune-check-ett-{'uni' if args.target == 'ot' else 'multi'}-h{args.horizon}"
     command = "python benchmarks/tune_check.py " + " ".join(sys.argv[1:])
-    print(report(name, command, results, BASE[args.target], tuned_path.name,
-                 f"{watch.seconds / 60:.1f} min, {args.threads} thread(s)"))
+    ran = f"{watch.seconds / 60:.1f} min, {args.threads} thread(s)"
+    if args.tuned_from:
+        ran += f"; {tuned_path.name}'s scores taken from {args.tuned_from}, not trained again"
+    print(report(name, command, results, BASE[args.target], tuned_path.name, ran))
+
+
+def earlier_scores(results_json: Path, tuned_path: Path, seeds: list[int]) -> list[dict]:
+    """The tuned config's per-seed scores from the tune.py run that wrote it, for `seeds`; refused (SystemExit)
+    when that run's best trial is not the shipped config or lacks a seed."""
+    import yaml
+
+    from forecaster.config import flatten, load_config
+    from forecaster.search import dotted
+
+    found = json.loads(results_json.read_text())
+    written = flatten(yaml.safe_load(found["tuned_config"]))
+    shipped = load_config(tuned_path).flat()
+    keys = ["data.target", "window.horizon", *(dotted(name) for name in found["result"]["best_params"])]
+    if differ := {key: (written.get(key), shipped.get(key)) for key in keys if written.get(key) != shipped.get(key)}:
+        sys.exit(f"{results_json} is not the run that wrote {tuned_path.name}: (its value, the config's) {differ}")
+    by_seed = {row["seed"]: row for row in found["retrained"]}
+    if missing := [seed for seed in seeds if seed not in by_seed]:
+        sys.exit(f"{results_json} has no retraining on seed(s) {missing}: run without --tuned-from")
+    return [by_seed[seed] for seed in seeds]
 
 
 def verdict(tuned: list[float], base: list[float]) -> tuple[bool, str]:

@@ -3,13 +3,15 @@ seeds, throughput, and the choice of a setting on validation data alone."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from m4 import validation_scorer, validation_weeks  # noqa: E402
 
@@ -149,3 +151,29 @@ def test_a_tuned_config_wins_only_beyond_twice_the_standard_error_of_the_gap():
     wins, why = verdict([0.1180, 0.1190, 0.1170], base)
     assert not wins and why.startswith("the win is reversed")
     assert verdict([0.10], [0.11]) == (True, "lower on one seed: no spread to judge the gap by")
+
+
+def test_tune_check_takes_the_tuned_scores_only_from_the_run_that_wrote_the_config(tmp_path):
+    from tune_check import earlier_scores
+
+    shipped = ROOT / "configs" / "etth1-multi-h336-tuned.yaml"
+    params = {"cell": "gru", "lookback": 336, "hidden_size": 128, "lr": 0.0004325411366821177}
+    rows = [{"seed": seed, "val_mse": 1.2 + seed / 100, "test_mse": 0.44, "test_mae": 0.44, "epochs": 5}
+            for seed in (2, 0, 1)]
+
+    def results(text: str, best_params: dict) -> Path:
+        path = tmp_path / "tune.json"
+        path.write_text(json.dumps({"tuned_config": text, "result": {"best_params": best_params},
+                                    "retrained": rows}))
+        return path
+
+    written = results(shipped.read_text(), params)
+    assert [row["seed"] for row in earlier_scores(written, shipped, [0, 1, 2])] == [0, 1, 2]
+    with pytest.raises(SystemExit, match=r"no retraining on seed\(s\) \[3\]"):
+        earlier_scores(written, shipped, [0, 3])
+    other_lr = shipped.read_text().replace("lr: 0.0004325411366821177", "lr: 0.001")
+    with pytest.raises(SystemExit, match="is not the run that wrote etth1-multi-h336-tuned.yaml.*train.lr"):
+        earlier_scores(results(other_lr, {**params, "lr": 0.001}), shipped, [0, 1, 2])
+    other_horizon = shipped.read_text().replace("horizon: 336", "horizon: 720")
+    with pytest.raises(SystemExit, match="window.horizon"):
+        earlier_scores(results(other_horizon, params), shipped, [0, 1, 2])
