@@ -81,14 +81,10 @@ def main() -> None:
         BASE[args.target]: (ROOT / "configs" / BASE[args.target], {**common, "window.horizon": args.horizon}),
         tuned_path.name: (tuned_path, common),
     }
-    results = {}
-    if args.tuned_from:
-        results[tuned_path.name] = earlier_scores(args.tuned_from, tuned_path, args.seeds)
-        del candidates[tuned_path.name]
+    earlier = {tuned_path.name: earlier_scores(args.tuned_from, tuned_path, args.seeds)} if args.tuned_from else {}
     with tempfile.TemporaryDirectory(prefix="forecaster-tune-check-") as folder, Stopwatch() as watch:
-        for label, (path, overrides) in candidates.items():
-            results[label] = retrain(path, overrides, args.seeds, Path(folder))
-    results = {label: results[label] for label in (BASE[args.target], tuned_path.name)}
+        results = {label: earlier[label] if label in earlier else retrain(path, overrides, args.seeds, Path(folder))
+                   for label, (path, overrides) in candidates.items()}
 
     name = f"tune-check-ett-{'uni' if args.target == 'ot' else 'multi'}-h{args.horizon}"
     command = "python benchmarks/tune_check.py " + " ".join(sys.argv[1:])
