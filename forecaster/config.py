@@ -17,7 +17,8 @@ from forecaster.errors import ConfigError
 
 Cell = Literal["rnn", "lstm", "gru", "peephole_lstm"]
 Strategy = Literal["direct", "recursive", "seq2seq", "segment"]
-BASELINES = ("naive", "seasonal_naive", "linear")
+STATISTICAL = ("ets", "theta", "mstl", "arima")  # statsforecast's models, fitted per series (models/statistical.py)
+BASELINES = ("naive", "seasonal_naive", "linear", *STATISTICAL)  # every model type that is not a network
 
 
 class _Section(BaseModel):

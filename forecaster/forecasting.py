@@ -76,10 +76,11 @@ class Predictor:
 
         return 0 if self.quantiles is None else point_index("quantile", self.quantiles)
 
-    def __call__(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
-        """[B, L, F_past], [B, H, F_future] -> [B, H, T, Q] on the scaled axis."""
+    def __call__(self, x_past: torch.Tensor, x_future: torch.Tensor, series: np.ndarray | None = None) -> torch.Tensor:
+        """[B, L, F_past], [B, H, F_future] -> [B, H, T, Q] on the scaled axis. `series` [B]: each window's
+        series index in the model's training data, read by the models fitted per series (ets, theta, ...)."""
         if self.network is None:
-            return self.baseline.predict(x_past, x_future)[..., None]  # [B, H, T] -> [B, H, T, 1]
+            return self.baseline.predict(x_past, x_future, series)[..., None]  # [B, H, T] -> [B, H, T, 1]
         if self.precision == "bf16":
             with torch.autocast(x_past.device.type, dtype=torch.bfloat16):
                 return self.network(x_past, x_future).float()
@@ -97,12 +98,14 @@ class Forecast:
     batch_size: int = 0  # windows per forward pass
 
 
-def scaled_forecasts(predictor: Predictor, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[
-        tuple[dict[str, torch.Tensor], np.ndarray]]:
-    """Each batch with its forecasts, float32 `[B, H, T, Q]` on the scaled axis."""
+def scaled_forecasts(predictor: Predictor, batches: Iterable[dict[str, torch.Tensor]],
+                     series_map: np.ndarray | None = None) -> Iterator[tuple[dict[str, torch.Tensor], np.ndarray]]:
+    """Each batch with its forecasts, float32 `[B, H, T, Q]` on the scaled axis. A batch's `series` indexes the
+    panel its windows come from; `series_map` turns that into the model's training index (None: the same)."""
     for batch in batches:
+        series = batch["series"].cpu().numpy()
         with torch.inference_mode():  # per batch: the mode is thread state and must not leak past a `yield`
-            pred = predictor(batch["x_past"], batch["x_future"])
+            pred = predictor(batch["x_past"], batch["x_future"], series if series_map is None else series_map[series])
         yield batch, pred.float().cpu().numpy()
 
 
@@ -139,8 +142,8 @@ def forecast(
     predictor = replace(Predictor.of(bundle), precision=choice.precision)
     batches = (windows.__getitems__(range(start, min(start + batch_size, len(windows))))
                for start in range(0, len(windows), batch_size))
-    scaled = np.concatenate([pred for _, pred in scaled_forecasts(predictor, batches)])  # [S, H, T, Q]
-    series = scaler.series_index(panel.series_ids)
+    series = scaler.series_index(panel.series_ids)  # the training series first, then unseen ones
+    scaled = np.concatenate([pred for _, pred in scaled_forecasts(predictor, batches, series)])  # [S, H, T, Q]
     original = scaler.inverse_targets(scaled, series)  # [S, H, T, Q]
     bands = {}
     if bundle.calibration is not None:  # scaled margins times each series' own scale

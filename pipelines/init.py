@@ -294,9 +294,10 @@ def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: s
         "data": data, "window": window, "split": split, "model": model, "train": train,
         "tracking": [("experiment", name, "MLflow experiment, named after the data file")],
         "registry": [("name", name, "`forecaster compare` registers its winner under this name")],
-        "compare": [("models", ["gru", "lstm", "naive", "seasonal_naive", "linear"],
-                     "two cells (with the model section's strategy) beside the baselines; a winner is registered "
-                     "only when it beats seasonal_naive")],
+        "compare": [("models", ["gru", "lstm", "naive", "seasonal_naive", "linear", "ets", "theta"],
+                     "two cells (with the model section's strategy) beside the baselines and two statistical models "
+                     "(statsforecast's AutoETS and AutoTheta, fitted per series); mstl and arima are slower to add; "
+                     "a winner is registered only when it beats seasonal_naive")],
     }
     where = f"{profile.n_series} series" if profile.series_id else "one series"
     header = [

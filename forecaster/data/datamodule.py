@@ -61,6 +61,13 @@ class ForecastDataModule(pl.LightningDataModule):
         self.season_length = config.model.season_length or season_length(panel.freq)
         self.train_dataset, self.val_dataset, self.test_dataset = datasets["train"], datasets["val"], datasets["test"]
 
+    def training_targets(self) -> list:
+        """Per series, its training rows of the target columns on the scaled axis: [n_i, T] float32 each."""
+        self.setup()
+        scaled = self.scaler.transform(self.panel)
+        return [scaled.values[start : start + int(end), : self.n_targets]
+                for start, end in zip(self.panel.offsets[:-1], self.borders.train_end, strict=True)]
+
     def for_borders(self, borders: Borders) -> ForecastDataModule:
         """A set-up data module on the same panel with other borders (a rolling-origin fold); its scaler is
         fitted on that fold's training rows, so no later row leaks into it."""

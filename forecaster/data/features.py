@@ -71,6 +71,22 @@ def future_grid(last_timestamps: np.ndarray, freq: str, horizon: int) -> np.ndar
     return np.asarray(last_timestamps, dtype="datetime64[ns]")[:, None] + steps  # [S, H]
 
 
+def seasonalities(freq: str, main: int | None = None) -> list[int]:
+    """Every seasonal period of a frequency, shortest first: below a day, the day and the week (hourly 24 and
+    168); daily, the week and the year (7, 365); else the one `season_length`. `main` (a configured
+    model.season_length) comes first when given."""
+    season = season_length(freq)
+    try:
+        step = pd.Timedelta(to_offset(freq))
+    except ValueError:
+        periods = [season]
+    else:
+        periods = [season, 7 * season] if step < _DAY and season > 1 else [7, 365] if step == _DAY else [season]
+    if main is not None and main not in periods:
+        periods = [main, *periods]
+    return sorted({p for p in periods if p > 1}) or [1]
+
+
 def season_length(freq: str) -> int:
     """The seasonal period of a frequency: steps per day below a day (hourly 24, 15-minute 96), daily 7,
     weekly 52, monthly 12, quarterly 4, business days 5, anything else 1."""

@@ -41,7 +41,14 @@ class Baseline:
             return self
         raise ModelError(f"{self.name}: no training batches to fit on; check the split and window sizes")
 
-    def predict(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
+    uses_series: ClassVar[bool] = False  # whether `predict` reads each window's series index
+
+    def fit_data(self, datamodule) -> Self:
+        """Fit on a set-up data module: window baselines read its training batches."""
+        return self.fit(datamodule.train_dataloader())
+
+    def predict(self, x_past: torch.Tensor, x_future: torch.Tensor, series=None) -> torch.Tensor:
+        """`series` [B]: each window's series index in the training data, for models fitted per series."""
         if self.n_targets is None:
             raise ModelError(f"{self.name}: call fit(batches) before predict, or give n_targets")
         targets = torch.as_tensor(x_past)[..., : self.n_targets]  # [B, L, T]
@@ -193,9 +200,14 @@ BASELINE_CLASSES: dict[str, type[Baseline]] = {
 
 
 def make_baseline(name: str, *, season_length: int | None = None, alpha: float = 1.0, n_targets: int | None = None,
-                  lookback: int | None = None, horizon: int | None = None) -> Baseline:
-    """A baseline by name; `season_length` is read by seasonal_naive only, `alpha` (ridge penalty) by linear."""
+                  lookback: int | None = None, horizon: int | None = None,
+                  seasonalities: list[int] | None = None) -> Baseline:
+    """A baseline by name; `season_length` is read by seasonal_naive and the statistical models, `alpha` (ridge
+    penalty) by linear, `seasonalities` (every seasonal period of the data) by mstl."""
     shape = {"n_targets": n_targets, "lookback": lookback, "horizon": horizon}
+    statistical = _statistical_classes()
+    if name in statistical:
+        return statistical[name](season_length or 1, seasonalities, **shape)
     if name == "naive":
         return NaiveForecaster(**shape)
     if name == "seasonal_naive":
@@ -205,11 +217,18 @@ def make_baseline(name: str, *, season_length: int | None = None, alpha: float =
         return SeasonalNaiveForecaster(season_length, **shape)
     if name == "linear":
         return LinearLagForecaster(alpha, **shape)
-    raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINE_CLASSES)}")
+    raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join([*BASELINE_CLASSES, *statistical])}")
 
 
 def baseline_from_dict(state: dict[str, Any]) -> Baseline:
     """Inverse of `Baseline.to_dict`."""
-    if state.get("name") not in BASELINE_CLASSES:
-        raise ModelError(f"saved baseline state names {state.get('name')!r}, not one of {', '.join(BASELINE_CLASSES)}")
-    return BASELINE_CLASSES[state["name"]].from_dict(state)
+    classes = {**BASELINE_CLASSES, **_statistical_classes()}
+    if state.get("name") not in classes:
+        raise ModelError(f"saved baseline state names {state.get('name')!r}, not one of {', '.join(classes)}")
+    return classes[state["name"]].from_dict(state)
+
+
+def _statistical_classes() -> dict[str, type[Baseline]]:
+    from forecaster.models.statistical import STATISTICAL_CLASSES  # it builds on `Baseline`: imported when asked
+
+    return STATISTICAL_CLASSES

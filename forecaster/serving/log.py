@@ -10,7 +10,7 @@ import pandas as pd
 
 import forecaster
 
-RUNTIME_PACKAGES = ("torch", "numpy", "pandas", "pyyaml", "pydantic", "pyarrow")
+RUNTIME_PACKAGES = ("torch", "numpy", "pandas", "pyyaml", "pydantic", "pyarrow", "statsforecast")
 
 
 def pip_requirements() -> list[str]:

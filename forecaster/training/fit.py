@@ -93,9 +93,12 @@ def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
     from forecaster.models.baselines import make_baseline
 
     started = time.perf_counter()
+    from forecaster.data.features import seasonalities
+
     baseline = make_baseline(name, season_length=datamodule.season_length, lookback=config.window.lookback,
-                             horizon=config.window.horizon, n_targets=datamodule.n_targets)
-    baseline.fit(datamodule.train_dataloader())
+                             horizon=config.window.horizon, n_targets=datamodule.n_targets,
+                             seasonalities=seasonalities(datamodule.panel.freq, datamodule.season_length))
+    baseline.fit_data(datamodule)
     return FittedModel(kind=name, predictor=Predictor(config.model, baseline=baseline), network=None,
                        baseline=baseline, n_params=baseline.n_params, train_seconds=time.perf_counter() - started)
 
