@@ -31,7 +31,7 @@ FORMAT_VERSION = 1
 @dataclass
 class ModelBundle:
     config: Config
-    kind: str  # "network" or a baseline name
+    kind: str  # "network", a baseline name (statistical models included) or "ensemble"
     scaler_state: dict[str, Any]
     dims: dict[str, int]  # n_targets, n_past_features, n_future_features
     network: torch.nn.Module | None = None
@@ -86,6 +86,8 @@ class ModelBundle:
             "calibration": self.calibration.to_dict() if self.calibration is not None else None,
         }
         (folder / "bundle.json").write_text(json.dumps(document, indent=1))
+        for index, member in enumerate(getattr(self.baseline, "members", ())):  # an ensemble's own bundles
+            member.save(folder / "members" / f"{index:02d}")
         if self.network is not None:
             torch.save(self.network.state_dict(), folder / "weights.pt")
         if self.examples is not None:
@@ -108,7 +110,13 @@ class ModelBundle:
             from forecaster.calibration import Calibration
 
             bundle.calibration = Calibration.from_dict(document["calibration"])
-        if bundle.kind in BASELINES:
+        if bundle.kind == "ensemble":
+            from forecaster.models.ensemble import Ensemble
+
+            state = document["baseline"]
+            members = [cls.load(folder / "members" / f"{index:02d}") for index in range(len(state["members"]))]
+            bundle.baseline = Ensemble.from_dict(state, members)
+        elif bundle.kind in BASELINES:
             from forecaster.models.baselines import baseline_from_dict
 
             bundle.baseline = baseline_from_dict(document["baseline"])

@@ -143,6 +143,8 @@ class CompareConfig(_Section):
     refit: bool = True
     promote: Literal["auto", "always"] = "auto"
     min_improvement: float = Field(0.0, ge=0.0, lt=1.0)
+    ensemble: bool = True  # combine the best candidates on validation into one more candidate, `ensemble`
+    ensemble_max_size: int = Field(4, ge=2)  # the most candidates an ensemble combines
 
 
 class PredictConfig(_Section):

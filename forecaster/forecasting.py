@@ -246,6 +246,8 @@ def window_bytes(bundle: ModelBundle) -> int:
     """An estimate of the working memory one window takes in a forward pass: the input window and, per row the
     network runs (one per target when channel-independent), every layer's states over the steps it reads,
     with room for a gated cell's four gates, and the decoder's states and outputs; doubled for temporaries."""
+    if members := getattr(bundle.baseline, "members", None):  # an ensemble runs its members one after another
+        return max(window_bytes(member) for member in members)
     dims = bundle.dims
     lookback, horizon = bundle.lookback, bundle.horizon
     window = (lookback + horizon) * (dims["n_past_features"] + dims["n_future_features"])

@@ -20,6 +20,8 @@ from .train import TrainResult, prepare_data, train_in_run
 
 log = logging.getLogger(__name__)
 
+ENSEMBLE = "ensemble"  # the leaderboard row of the best candidates combined (compare.ensemble)
+
 
 @dataclass
 class CompareResult:
@@ -64,6 +66,9 @@ def resolve_models(config: Config) -> list[tuple[str, str, Config]]:
             raise ConfigError(f"compare.models entry {entry!r}: {exc}") from None
         resolved.append((name, "network", variant))
     names = [name for name, _, _ in resolved]
+    if ENSEMBLE in names:
+        raise ConfigError(f"compare.models: '{ENSEMBLE}' is the name of the combination compare builds itself "
+                          f"(compare.ensemble); give that entry another `name`")
     if len(set(names)) != len(names):
         raise ConfigError(f"compare.models: names must be unique, got {names}; give each mapping a distinct `name`")
     return resolved
@@ -97,6 +102,9 @@ def run(config: Config) -> CompareResult:
             results.append(result)
             log.info("  validation %s = %.4f (%.1f s)", config.compare.metric,
                      result.val_metrics[config.compare.metric], result.train_seconds)
+        if config.compare.ensemble and (ensemble := _ensemble(config, datamodule, results)) is not None:
+            results.append(ensemble)
+            models.append((ENSEMBLE, "ensemble", config))
 
         table, backtest = _leaderboard(config, results, models, datamodule)
         metric = _ranking_column(config)
@@ -112,7 +120,8 @@ def run(config: Config) -> CompareResult:
         verdict = _judge(config, table, selected, datamodule, metric)
         version, refit = None, None
         if verdict.promote:
-            refit = _refit(config, variant, kind, datamodule, selected) if config.compare.refit else None
+            refit = _refit(config, variant, kind, datamodule, selected, results, models) if config.compare.refit \
+                else None
             version = _register(config, selected, refit, verdict, metric, float(winner[metric]))
         mlflow.set_tags({"forecaster.winner": winner["model"], "forecaster.decision": verdict.text[:5000],
                          **{f"forecaster.challenge.{k}": v for k, v in verdict.challenge_tags().items()}})
@@ -201,25 +210,111 @@ def _judge(config: Config, table, selected: TrainResult, datamodule, metric: str
                    outcome)
 
 
-def _refit(config: Config, variant: Config, kind: str, datamodule, selected: TrainResult) -> TrainResult:
-    """Train the winning configuration again on every row of every series, for the epochs early stopping kept
-    (so each epoch, on more data, takes proportionally more steps), in a child run linked to the selection run."""
+def _ensemble(config: Config, datamodule, results: list[TrainResult]) -> TrainResult | None:
+    """The best candidates on validation combined (`forecaster.models.ensemble`): the 2, 3, ...
+    `compare.ensemble_max_size` best by `compare.metric`, each by median and by mean, scored on the validation
+    windows; the best combination is built from the members' saved models and trained, logged and scored as one
+    more candidate, in its own nested run. Not built when ranking on backtest folds, whose scores it has none of."""
+    import dataclasses
+
+    import numpy as np
+
+    from forecaster.bundle import ModelBundle
+    from forecaster.evaluation import score
+    from forecaster.models.ensemble import Ensemble, choose_ensemble
+
+    if config.compare.backtest_folds > 0:
+        log.info("ensemble: not built when compare ranks on backtest folds (its members are chosen on validation)")
+        return None
+    metric = config.compare.metric
+    ranked = sorted((r for r in results if r.val_forecasts is not None and np.isfinite(r.val_metrics.get(metric, np.nan))),
+                    key=lambda r: r.val_metrics[metric])
+    if len(ranked) < 2:
+        return None
+    reference = ranked[0].val_forecasts  # every candidate forecast the same validation windows, in the same order
+
+    def validation_score(pred):
+        combined = dataclasses.replace(reference, pred=pred, outputs=pred[..., None], point_index=0)
+        return score(combined, datamodule)[metric]
+
+    choice = choose_ensemble([(r.name, r.val_forecasts.pred) for r in ranked], validation_score,
+                             config.compare.ensemble_max_size)
+    if choice is None:
+        return None
+    log.info("[ensemble] %s of %s (validation %s %.4f; the best single model, %s, %.4f)", choice.combine,
+             ", ".join(choice.members), metric, choice.score, ranked[0].name, ranked[0].val_metrics[metric])
+    by_name = {r.name: r for r in ranked}
+    members = [by_name[name] for name in choice.members]
+    ensemble = Ensemble([ModelBundle.load(r.model_dir) for r in members], list(choice.members), choice.combine)
+    return _train_ensemble(config, datamodule, ensemble, members, ENSEMBLE, {
+        "members": list(choice.members), "combine": choice.combine, "validation_metric": metric,
+        "tried": [{"size": size, "combine": combine, f"val_{metric}": value} for size, combine, value in choice.tried]})
+
+
+def _train_ensemble(config: Config, datamodule, ensemble, members: list[TrainResult], name: str,
+                    record: dict[str, Any], tags: dict[str, str] | None = None) -> TrainResult:
+    """Save, log and score a built ensemble in a nested run `name`, as `train_in_run` does any model."""
     import mlflow
 
+    from forecaster.forecasting import Predictor
+    from forecaster.training.fit import FittedModel
+
+    fitted = FittedModel(kind="ensemble", predictor=Predictor(config.model, baseline=ensemble), network=None,
+                         baseline=ensemble, n_params=ensemble.n_params,
+                         train_seconds=sum(member.train_seconds for member in members))
+    with mlflow.start_run(run_name=name, nested=True):
+        mlflow.set_tags({"forecaster.member_runs": ",".join(member.run_id for member in members), **(tags or {})})
+        mlflow.log_dict(record, "ensemble.json")
+        result = train_in_run(config, datamodule, kind="ensemble", checkpoint_name=name, fitted=fitted)
+    result.name = name
+    return result
+
+
+def _refit(config: Config, variant: Config, kind: str, datamodule, selected: TrainResult,
+           results: list[TrainResult], models) -> TrainResult:
+    """Train the winning configuration again on every row of every series, for the epochs early stopping kept
+    (so each epoch, on more data, takes proportionally more steps), in a child run linked to the selection run.
+    An ensemble refits each member so, and combines the refit members as the selection ensemble combined its own."""
+    from forecaster.bundle import ModelBundle
     from forecaster.data.splits import Borders
+    from forecaster.models.ensemble import Ensemble
 
     lengths = datamodule.panel.lengths
     everything = datamodule.for_borders(Borders(lengths, lengths, lengths))
+    if kind != "ensemble":
+        return _refit_one(variant, kind, everything, selected)
+    chosen = ModelBundle.load(selected.model_dir).baseline
+    by_name = {r.name: r for r in results}
+    refits = [_refit_one(*next((v, k) for n, k, v in models if n == name), everything, by_name[name])
+              for name in chosen.names]
+    ensemble = Ensemble([ModelBundle.load(r.model_dir) for r in refits], chosen.names, chosen.combine)
+    refit = _train_ensemble(config, everything, ensemble, refits, f"{ENSEMBLE}-refit",
+                            {"members": chosen.names, "combine": chosen.combine, "refit_of": selected.run_id},
+                            tags={"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"})
+    refit.name = selected.name
+    _link_refit(selected, refit)
+    return refit
+
+
+def _refit_one(variant: Config, kind: str, everything, selected: TrainResult) -> TrainResult:
+    import mlflow
+
     epochs = selected.best_epoch + 1 if selected.best_epoch is not None else variant.train.max_epochs
-    log.info("refit: %s on every row (%d rows)%s", selected.name, int(lengths.sum()),
+    log.info("refit: %s on every row (%d rows)%s", selected.name, int(everything.panel.lengths.sum()),
              f", {epochs} epoch(s)" if kind == "network" else "")
     with mlflow.start_run(run_name=f"{selected.name}-refit", nested=True):
         mlflow.set_tags({"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"})
         refit = train_in_run(variant.with_overrides({"train.max_epochs": epochs}), everything, kind=kind,
                              checkpoint_name=f"{selected.name}-refit")
     refit.name = selected.name
-    mlflow.MlflowClient().set_tag(selected.run_id, "forecaster.refit_run", refit.run_id)
+    _link_refit(selected, refit)
     return refit
+
+
+def _link_refit(selected: TrainResult, refit: TrainResult) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_tag(selected.run_id, "forecaster.refit_run", refit.run_id)
 
 
 def _register(config: Config, selected: TrainResult, refit: TrainResult | None, verdict: Verdict, metric: str,

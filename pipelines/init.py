@@ -297,7 +297,11 @@ def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: s
         "compare": [("models", ["gru", "lstm", "naive", "seasonal_naive", "linear", "ets", "theta"],
                      "two cells (with the model section's strategy) beside the baselines and two statistical models "
                      "(statsforecast's AutoETS and AutoTheta, fitted per series); mstl and arima are slower to add; "
-                     "a winner is registered only when it beats seasonal_naive")],
+                     "a winner is registered only when it beats seasonal_naive"),
+                    ("metric", "mase",
+                     "rank by MASE: each series' error relative to its own seasonal-naive error, so every series "
+                     "counts alike; MSE on the standardised scale is dominated by the series that are hardest to "
+                     "forecast")],
     }
     where = f"{profile.n_series} series" if profile.series_id else "one series"
     header = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forecaster.config import BASELINES, Config, dump_config
+from forecaster.config import Config, dump_config
 from forecaster.errors import ModelError
 from forecaster.tracking import file_fingerprint, setup_tracking, state_dir, tracking_uri
 
@@ -38,6 +38,7 @@ class TrainResult:
     model_dir: str | None = None  # the bundle on disk, saved before anything else could fail
     trained_range: dict[str, Any] | None = None
     epochs_run: int = 0
+    val_forecasts: Any = field(default=None, repr=False)  # evaluation.WindowForecasts of the validation split
 
     def summary(self) -> dict[str, Any]:
         """`metrics` are the test split's (absent when it is empty); `val_*` the validation split's."""
@@ -50,7 +51,7 @@ class TrainResult:
 
 
 def model_name(config: Config, kind: str = "network") -> str:
-    if kind in BASELINES:
+    if kind != "network":
         return kind
     name = config.model.cell if config.model.strategy == "direct" else f"{config.model.cell}-{config.model.strategy}"
     return name
@@ -91,9 +92,10 @@ def log_data_record(config: Config, datamodule) -> None:
 
 
 def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool = False,
-                 checkpoint_name: str | None = None) -> TrainResult:
+                 checkpoint_name: str | None = None, fitted=None) -> TrainResult:
     """Fit one model, save it, log it into the MLflow run that is active now, and score it on the validation and
-    test splits (an empty split has no metrics)."""
+    test splits (an empty split has no metrics). `fitted`: a model built already (an ensemble of trained
+    members, `training.fit.FittedModel`), which is then saved, logged and scored the same way."""
     import mlflow
 
     from forecaster.bundle import ModelBundle
@@ -107,7 +109,9 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
     mlflow.log_params(_loggable_params(config, kind))
     mlflow.set_tags({"forecaster.model": name, "forecaster.kind": kind,
                      **({"forecaster.cell": config.model.cell, "forecaster.strategy": config.model.strategy}
-                        if kind == "network" else {})})
+                        if kind == "network" else {}),
+                     **({"forecaster.members": ",".join(fitted.baseline.names),
+                         "forecaster.combine": fitted.baseline.combine} if kind == "ensemble" else {})})
     mlflow.log_text(dump_config(config), "config.yaml")
     log_data_record(config, datamodule)
 
@@ -115,8 +119,9 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
     ckpt_dir = checkpoint_dir(config, checkpoint_name or name)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
-    fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume,
-                       label=checkpoint_name or name)
+    if fitted is None:
+        fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume,
+                           label=checkpoint_name or name)
     bundle = ModelBundle.from_fitted(config, datamodule, fitted)
     model_dir = ckpt_dir / "model"
     bundle.save(model_dir)  # first: an error in what follows cannot lose the trained model
@@ -153,7 +158,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
         name=name, kind=kind, metrics=metrics, run_id=run.info.run_id, model_uri=model_uri,
         n_params=fitted.n_params, train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch,
         val_metrics=val_metrics, model_dir=str(model_dir), trained_range=bundle.trained_range,
-        epochs_run=fitted.epochs_run,
+        epochs_run=fitted.epochs_run, val_forecasts=val_forecasts,
     )
 
 
@@ -225,7 +230,7 @@ def run(config: Config, resume: bool = False, kind: str = "network") -> TrainRes
 
 def _loggable_params(config: Config, kind: str) -> dict[str, Any]:
     flat = config.flat()
-    if kind in BASELINES:
+    if kind != "network":
         flat = {key: value for key, value in flat.items() if not key.startswith(("model.", "train."))}
     return {key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in flat.items()}
 

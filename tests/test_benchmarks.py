@@ -177,3 +177,21 @@ def test_tune_check_takes_the_tuned_scores_only_from_the_run_that_wrote_the_conf
     other_horizon = shipped.read_text().replace("horizon: 336", "horizon: 720")
     with pytest.raises(SystemExit, match="window.horizon"):
         earlier_scores(results(other_horizon, params), shipped, [0, 1, 2])
+
+
+@pytest.mark.slow
+def test_the_suite_runs_init_and_compare_with_defaults_on_a_panel_of_known_structure(tmp_path):
+    """benchmarks/suite.py in its reduced mode: init writes the config, compare trains every default candidate
+    (statistical models and the ensemble included) and the rows carry validation and test MASE for each."""
+    import suite
+
+    rows = suite.run_dataset("synthetic-seasonal", tmp_path, quick=True, overrides={"train.threads": 1})
+    by_model = {row["model"]: row for row in rows}
+    assert {"gru", "lstm", "naive", "seasonal_naive", "linear", "ets", "theta", "ensemble"} <= set(by_model)
+    assert all(np.isfinite(row[key]) for row in rows for key in ("val_mase", "test_mase", "val_mse", "test_mse"))
+    assert len({row["compare_seconds"] for row in rows}) == 1 and rows[0]["compare_seconds"] > 0
+    assert [row["model"] for row in rows if row["champion"]] in ([], [rows[0]["model"]])  # only the ranked first
+    # Daily and weekly cycles: repeating the last day beats repeating the last hour, and the statistical models,
+    # which find the cycles from the data, beat seasonal naive on the validation split.
+    assert by_model["seasonal_naive"]["val_mase"] < by_model["naive"]["val_mase"]
+    assert min(by_model["ets"]["val_mase"], by_model["theta"]["val_mase"]) < by_model["seasonal_naive"]["val_mase"]

@@ -38,7 +38,10 @@ def config_for(path: Path, state: Path, **overrides):
         "data.path": str(path), "data.target": "value", "window.lookback": 48, "window.horizon": 24,
         "split.val_size": 96, "split.test_size": 96, "tracking.experiment": "selection",
         "registry.name": "selection", "train.max_epochs": 3, "train.lr": 0.01, "model.num_layers": 1,
-        "model.dropout": 0.0, "train.patience": 0, "train.limit_train_batches": None, **overrides,
+        "model.dropout": 0.0, "train.patience": 0, "train.limit_train_batches": None,
+        # These tests pin the rules between single candidates; a combination of them (tests/test_ensemble.py)
+        # would be one more row on every board.
+        "compare.ensemble": False, **overrides,
     })
 
 

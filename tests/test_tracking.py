@@ -39,10 +39,16 @@ def test_compare_nests_one_child_run_per_model_under_a_parent(compared):
         filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
     )
     candidates = [run for run in children if run.data.tags.get("forecaster.role") != "refit"]
-    assert sorted(run.data.tags["forecaster.model"] for run in candidates) == ["gru", "naive", "seasonal_naive"]
+    assert sorted(run.data.tags["forecaster.model"] for run in candidates) == \
+        ["ensemble", "gru", "naive", "seasonal_naive"]  # the ensemble: the best of them combined, one more run
     assert all(run.info.status == "FINISHED" for run in children)
+    ensemble = next(run for run in candidates if run.data.tags["forecaster.model"] == "ensemble")
+    members = ensemble.data.tags["forecaster.members"].split(",")
+    assert len(members) >= 2 and set(members) <= {"gru", "naive", "seasonal_naive"}
     refits = [run for run in children if run.data.tags.get("forecaster.role") == "refit"]
-    assert len(refits) == int(result.alias_moved)  # a refit run only for a winner that is deployed
+    # A refit run only for a winner that is deployed; an ensemble refits each member, then combines them.
+    expected = 0 if not result.alias_moved else 1 + len(members) if result.winner == "ensemble" else 1
+    assert len(refits) == expected
     assert list(result.leaderboard[result.metric]) == sorted(result.leaderboard[result.metric])
 
 
@@ -74,7 +80,8 @@ def test_runs_hold_config_plots_report_and_model(compared):
 
 
 def test_alias_stays_when_only_baselines_compete(tmp_path, shrink):
-    config = shrink("demo.yaml", tmp_path / "state", **{"compare.models": ["seasonal_naive", "naive"]})
+    config = shrink("demo.yaml", tmp_path / "state", **{"compare.models": ["seasonal_naive", "naive"],
+                                                         "compare.ensemble": False})  # their mean would beat it
     result = compare.run(config)
     assert not result.alias_moved and result.registered_version is None
     with pytest.raises(mlflow.exceptions.MlflowException):
