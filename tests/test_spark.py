@@ -146,3 +146,20 @@ def test_a_spark_batch_killed_mid_write_leaves_no_partial_output(store, tmp_path
     again = predict_spark(str(model), DEMO_CSV, out, master="local[1]")
     assert again.status == SKIPPED_EXISTING and again.manifest == first.manifest
     assert sorted(out.iterdir()) == sorted([first.paths.forecast, first.paths.manifest])
+
+
+@pytest.mark.slow
+def test_a_statistical_model_forecasts_the_same_on_spark_as_with_pandas(tmp_path_factory, tmp_path):
+    """ETS keeps parameters per series: each Spark partition must find its own series' parameters."""
+    store = train_and_register(tmp_path_factory.mktemp("ets-store"), kind="ets")
+    config = store.config.with_overrides({"predict.output": str(tmp_path / "pandas"), "predict.format": "parquet",
+                                          "predict.data": str(DEMO_CSV)})
+    expected = pd.read_parquet(predict.run(config).paths.forecast)
+    result = predict.run(spark_config(store, tmp_path / "spark"))
+    from forecaster.serving.spark import PARTITION_COLUMN
+
+    actual = pd.read_parquet(result.paths.forecast).drop(columns=PARTITION_COLUMN)
+    actual = actual.sort_values(KEY, ignore_index=True).drop(columns="created_at")
+    expected = expected.sort_values(KEY, ignore_index=True).drop(columns="created_at")
+    assert expected["forecast"].nunique() > 4 * 2  # per-series ETS forecasts, not a constant
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False, rtol=1e-5)
