@@ -119,6 +119,7 @@ class TrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     precision: str = "32-true"
     progress: bool = True
+    max_minutes: float | None = Field(None, gt=0)  # stop after the epoch that passes it; the best epoch is kept
 
 
 class TrackingConfig(_Section):
@@ -145,6 +146,7 @@ class CompareConfig(_Section):
     min_improvement: float = Field(0.0, ge=0.0, lt=1.0)
     ensemble: bool = True  # combine the best candidates on validation into one more candidate, `ensemble`
     ensemble_max_size: int = Field(4, ge=2)  # the most candidates an ensemble combines
+    time_budget: float | None = Field(None, gt=0)  # minutes for the whole compare; trims epochs and candidates
 
 
 class PredictConfig(_Section):

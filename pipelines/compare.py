@@ -10,7 +10,8 @@ on (`pipelines/champion.py`); it is then refit on every row (`compare.refit`) an
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from forecaster.config import BASELINES, Config
@@ -36,6 +37,7 @@ class CompareResult:
     backtest: Any = None
     challenge: Any = None  # champion.Challenge, when a champion was challenged
     refit: TrainResult | None = None
+    skipped: list[str] = field(default_factory=list)  # candidates compare.time_budget left no time for
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class CompareResult:
             "decision": self.decision, "leaderboard": self.leaderboard.to_dict(orient="records"),
             "challenge": vars(self.challenge) if self.challenge is not None else None,
             "refit_run_id": self.refit.run_id if self.refit is not None else None,
+            "skipped": self.skipped,
         }
 
 
@@ -94,7 +97,10 @@ def run(config: Config) -> CompareResult:
                            if key.startswith(("data.", "window.", "split.", "compare."))
                            and not isinstance(value, list | dict)})
         results: list[TrainResult] = []
-        for index, (name, kind, variant) in enumerate(models, start=1):
+        budget = Budget(config.compare.time_budget, models)
+        for index, (name, kind, variant) in enumerate(budget.order(models), start=1):
+            if (variant := budget.admit(name, kind, variant)) is None:
+                continue
             log.info("[%d/%d] %s", index, len(models), name)
             with mlflow.start_run(run_name=name, nested=True):
                 result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name)
@@ -102,6 +108,8 @@ def run(config: Config) -> CompareResult:
             results.append(result)
             log.info("  validation %s = %.4f (%.1f s)", config.compare.metric,
                      result.val_metrics[config.compare.metric], result.train_seconds)
+        models = [(name, kind, budget.capped.get(name, variant)) for name, kind, variant in models
+                  if name not in budget.skipped]  # the refit of a capped network is capped alike
         if config.compare.ensemble and (ensemble := _ensemble(config, datamodule, results)) is not None:
             results.append(ensemble)
             models.append((ENSEMBLE, "ensemble", config))
@@ -129,8 +137,52 @@ def run(config: Config) -> CompareResult:
     return CompareResult(
         parent_run_id=parent.info.run_id, metric=metric, leaderboard=table, results=results,
         winner=str(winner["model"]), registered_version=version, alias_moved=version is not None,
-        decision=verdict.text, backtest=backtest, challenge=verdict.challenge, refit=refit,
+        decision=verdict.text, backtest=backtest, challenge=verdict.challenge, refit=refit, skipped=budget.skipped,
     )
+
+
+CHEAP = ("naive", "seasonal_naive", "linear")  # under a second each: always trained, first
+
+
+class Budget:
+    """`compare.time_budget` (minutes): the cheap baselines first and always, then the statistical models, then
+    the networks, each network capped (`train.max_minutes`) at its share of what is left after a reserve of a
+    fifth of the budget for the ensemble, the refit and the registration; a candidate reached with nothing left
+    is skipped and reported. Without a budget: every candidate, in `compare.models` order, uncapped."""
+
+    RESERVE = 0.2
+
+    def __init__(self, minutes: float | None, models):
+        self.seconds = None if minutes is None else minutes * 60
+        self.started = time.perf_counter()
+        self.networks_left = sum(kind == "network" for _, kind, _ in models)
+        self.skipped: list[str] = []
+        self.capped: dict[str, Config] = {}  # name -> the config a network trained with, its cap set
+
+    def order(self, models):
+        if self.seconds is None:
+            return list(models)
+        rank = {kind: 0 for kind in CHEAP}
+        return sorted(models, key=lambda model: rank.get(model[1], 2 if model[1] == "network" else 1))
+
+    def admit(self, name: str, kind: str, variant: Config) -> Config | None:
+        """The candidate's config, capped to its share; None when no time is left for it."""
+        if self.seconds is None or kind in CHEAP:
+            return variant
+        left = self.seconds * (1 - self.RESERVE) - (time.perf_counter() - self.started)
+        if kind == "network":
+            self.networks_left -= 1
+            left /= self.networks_left + 1
+        if left <= 0:
+            log.info("%s: skipped, compare.time_budget (%.1f min) is spent", name, self.seconds / 60)
+            self.skipped.append(name)
+            return None
+        if kind != "network":
+            return variant
+        cap = left / 60 if variant.train.max_minutes is None else min(left / 60, variant.train.max_minutes)
+        log.info("%s: at most %.1f min of training (compare.time_budget)", name, cap)
+        self.capped[name] = variant.with_overrides({"train.max_minutes": cap})
+        return self.capped[name]
 
 
 def _ranking_column(config: Config) -> str:
@@ -364,5 +416,7 @@ def format_result(result: CompareResult) -> str:
     if result.refit is not None:
         epochs = f", {result.refit.epochs_run} epoch(s)" if result.refit.kind == "network" else ""
         lines.append(f"refit on every row{epochs}: run {result.refit.run_id}")
+    if result.skipped:
+        lines.append(f"skipped, compare.time_budget spent: {', '.join(result.skipped)}")
     lines += [result.decision, f"parent run {result.parent_run_id}"]
     return "\n".join(lines)

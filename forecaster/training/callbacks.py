@@ -14,6 +14,28 @@ from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 
+class TimeLimit(pl.Callback):
+    """Stop training after the first epoch that ends `seconds` or more after fit began (`train.max_minutes`).
+
+    It acts at an epoch's end, after its validation pass, so every epoch that ran was scored and the best one is
+    kept; a training overruns the limit by at most one epoch."""
+
+    def __init__(self, seconds: float, label: str = ""):
+        self.seconds, self.label = seconds, label
+        self.started = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        elapsed = time.perf_counter() - self.started
+        if elapsed >= self.seconds and not trainer.should_stop:
+            trainer.should_stop = True
+            logging.getLogger("forecaster.training").info(
+                "%s: stopping after epoch %d: %.0f s of the %.0f s allowed (train.max_minutes) are spent",
+                self.label or "training", trainer.current_epoch + 1, elapsed, self.seconds)
+
+
 class BestWeights(pl.Callback):
     """Keep the weights of the epoch with the lowest validation loss; restore them when fit ends.
 

@@ -112,7 +112,7 @@ def fit_network(
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from forecaster.runtime import tune_allocator, tune_threads
-    from forecaster.training.callbacks import BestWeights, EpochLines
+    from forecaster.training.callbacks import BestWeights, EpochLines, TimeLimit
 
     if any(word in config.train.strategy for word in ("spawn", "fork", "notebook")):
         raise TrainingError(f"train.strategy={config.train.strategy}: rank zero would train in a child process "
@@ -138,6 +138,8 @@ def fit_network(
         callbacks.append(EarlyStopping(monitor="val/loss", patience=config.train.patience))
     if not bar:
         callbacks.append(EpochLines(label))
+    if config.train.max_minutes is not None:
+        callbacks.append(TimeLimit(config.train.max_minutes * 60, label))
     trainer = pl.Trainer(
         max_epochs=config.train.max_epochs,
         accelerator=config.train.accelerator,
@@ -188,7 +190,8 @@ def fit_network(
 # What a training learns from; other sections (tracking, predict, monitor, ...) may change between runs.
 TRAINING_SECTIONS = ("data.", "window.", "split.", "model.", "train.")
 # Keys a resumed training may change: they set how long and how visibly it runs, not what it learns.
-RESUMABLE_CHANGES = ("train.max_epochs", "train.patience", "train.progress", "train.threads", "train.num_workers")
+RESUMABLE_CHANGES = ("train.max_epochs", "train.patience", "train.progress", "train.threads", "train.num_workers",
+                     "train.max_minutes")
 
 
 def record_config(config: Config, checkpoint_dir: Path) -> None:
