@@ -110,6 +110,7 @@ class TrainConfig(_Section):
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     patience: int = Field(5, ge=0)
     seed: int = 42
+    seeds: list[int] | None = None  # compare: also train the best network on these seeds and combine them
     limit_train_batches: int | float | None = None
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)

@@ -110,9 +110,16 @@ def run(config: Config) -> CompareResult:
                      result.val_metrics[config.compare.metric], result.train_seconds)
         models = [(name, kind, budget.capped.get(name, variant)) for name, kind, variant in models
                   if name not in budget.skipped]  # the refit of a capped network is capped alike
+        pool = {r.name: (r, *next((v, k) for n, k, v in models if n == r.name)) for r in results}
+        combined = []
         if config.compare.ensemble and (ensemble := _ensemble(config, datamodule, results)) is not None:
-            results.append(ensemble)
-            models.append((ENSEMBLE, "ensemble", config))
+            combined.append((ensemble, config))
+        if len(config.train.seeds or []) > 1 and (seeded := _seeds(config, datamodule, results, models, budget,
+                                                                    pool)) is not None:
+            combined.append(seeded)
+        for result, variant in combined:
+            results.append(result)
+            models.append((result.name, "ensemble", variant))
 
         table, backtest = _leaderboard(config, results, models, datamodule)
         metric = _ranking_column(config)
@@ -128,8 +135,7 @@ def run(config: Config) -> CompareResult:
         verdict = _judge(config, table, selected, datamodule, metric)
         version, refit = None, None
         if verdict.promote:
-            refit = _refit(config, variant, kind, datamodule, selected, results, models) if config.compare.refit \
-                else None
+            refit = _refit(config, variant, kind, datamodule, selected, pool) if config.compare.refit else None
             version = _register(config, selected, refit, verdict, metric, float(winner[metric]))
         mlflow.set_tags({"forecaster.winner": winner["model"], "forecaster.decision": verdict.text[:5000],
                          **{f"forecaster.challenge.{k}": v for k, v in verdict.challenge_tags().items()}})
@@ -172,7 +178,7 @@ class Budget:
         left = self.seconds * (1 - self.RESERVE) - (time.perf_counter() - self.started)
         if kind == "network":
             self.networks_left -= 1
-            left /= self.networks_left + 1
+            left /= max(self.networks_left, 0) + 1  # a seed of the best network comes after them all
         if left <= 0:
             log.info("%s: skipped, compare.time_budget (%.1f min) is spent", name, self.seconds / 60)
             self.skipped.append(name)
@@ -322,11 +328,49 @@ def _train_ensemble(config: Config, datamodule, ensemble, members: list[TrainRes
     return result
 
 
-def _refit(config: Config, variant: Config, kind: str, datamodule, selected: TrainResult,
-           results: list[TrainResult], models) -> TrainResult:
+def _seeds(config: Config, datamodule, results: list[TrainResult], models, budget, pool):
+    """The best network on validation, trained again on every other seed of `train.seeds` (nested runs
+    `NAME-seedS`, no leaderboard rows of their own) and combined with it by the median, as the candidate
+    `NAME-seeds`; every seed's model goes into `pool` for a refit. None without a network."""
+    import mlflow
+
+    from forecaster.bundle import ModelBundle
+    from forecaster.models.ensemble import Ensemble
+
+    metric = config.compare.metric
+    networks = [r for r in results if r.kind == "network"]
+    if not networks:
+        return None
+    best = min(networks, key=lambda r: r.val_metrics[metric])
+    variant = pool[best.name][1]
+    members = [best]
+    for seed in (seed for seed in dict.fromkeys(config.train.seeds) if seed != variant.train.seed):
+        name = f"{best.name}-seed{seed}"
+        if (seeded := budget.admit(name, "network", variant.with_overrides({"train.seed": seed}))) is None:
+            continue
+        log.info("[seeds] %s", name)
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.set_tags({"forecaster.role": "seed", "forecaster.seed_of": best.run_id})
+            member = train_in_run(seeded, datamodule, kind="network", checkpoint_name=name)
+        member.name = name
+        members.append(member)
+        pool[name] = (member, seeded, "network")
+    if len(members) < 2:
+        return None
+    ensemble = Ensemble([ModelBundle.load(r.model_dir) for r in members], [r.name for r in members], "median")
+    name = f"{best.name}-seeds"
+    result = _train_ensemble(config, datamodule, ensemble, members, name, {
+        "members": ensemble.names, "combine": "median", "seeds": [pool[r.name][1].train.seed for r in members]})
+    log.info("[seeds] %s: validation %s %.4f (%s alone %.4f)", name, metric, result.val_metrics[metric], best.name,
+             best.val_metrics[metric])
+    return result, config
+
+
+def _refit(config: Config, variant: Config, kind: str, datamodule, selected: TrainResult, pool) -> TrainResult:
     """Train the winning configuration again on every row of every series, for the epochs early stopping kept
     (so each epoch, on more data, takes proportionally more steps), in a child run linked to the selection run.
-    An ensemble refits each member so, and combines the refit members as the selection ensemble combined its own."""
+    An ensemble refits each member so (`pool`: name -> (result, config, kind) of every trained model), and
+    combines the refit members as the selection ensemble combined its own."""
     from forecaster.bundle import ModelBundle
     from forecaster.data.splits import Borders
     from forecaster.models.ensemble import Ensemble
@@ -336,9 +380,7 @@ def _refit(config: Config, variant: Config, kind: str, datamodule, selected: Tra
     if kind != "ensemble":
         return _refit_one(variant, kind, everything, selected)
     chosen = ModelBundle.load(selected.model_dir).baseline
-    by_name = {r.name: r for r in results}
-    refits = [_refit_one(*next((v, k) for n, k, v in models if n == name), everything, by_name[name])
-              for name in chosen.names]
+    refits = [_refit_one(pool[name][1], pool[name][2], everything, pool[name][0]) for name in chosen.names]
     ensemble = Ensemble([ModelBundle.load(r.model_dir) for r in refits], chosen.names, chosen.combine)
     refit = _train_ensemble(config, everything, ensemble, refits, f"{ENSEMBLE}-refit",
                             {"members": chosen.names, "combine": chosen.combine, "refit_of": selected.run_id},

@@ -149,3 +149,43 @@ def test_a_winning_ensemble_is_refit_registered_and_forecasts_its_members_combin
     np.testing.assert_allclose(served["forecast"], combined["forecast"], rtol=1e-6)
     tags = mlflow.get_run(result.refit.run_id).data.tags
     assert tags["forecaster.refit_of"] == next(r.run_id for r in result.results if r.name == "ensemble")
+
+
+@pytest.mark.slow
+def test_the_best_network_on_several_seeds_is_one_more_candidate_and_refits_seed_by_seed(shrink, demo_csv, tmp_path,
+                                                                                          monkeypatch):
+    import mlflow
+
+    from forecaster.forecasting import forecast
+    from forecaster.serving.resolve import resolve_model
+    from forecaster_pipelines import compare
+
+    leaderboard = compare._leaderboard
+
+    def seeds_first(*args):  # whatever the scores, deploy the seed ensemble: its refit is what this test reads
+        table, backtest = leaderboard(*args)
+        order = [table.index[table["model"] == "gru-seeds"][0], *table.index[table["model"] != "gru-seeds"]]
+        return table.loc[order].reset_index(drop=True), backtest
+
+    monkeypatch.setattr(compare, "_leaderboard", seeds_first)
+    config = shrink("demo.yaml", tmp_path / "state", **{
+        "compare.models": ["gru", "seasonal_naive"], "compare.ensemble": False, "train.seeds": [42, 7],
+        "registry.name": "seeds", "compare.promote": "always"})
+    result = compare.run(config)
+
+    assert set(result.leaderboard["model"]) == {"gru", "gru-seeds", "seasonal_naive"}  # no row per seed
+    seeds = next(r for r in result.results if r.name == "gru-seeds")
+    record = mlflow.artifacts.load_dict(f"runs:/{seeds.run_id}/ensemble.json")
+    assert record == {"members": ["gru", "gru-seed7"], "combine": "median", "seeds": [42, 7]}
+    assert result.winner == "gru-seeds" and result.refit is not None
+    deployed = resolve_model("models:/seeds@champion").bundle
+    assert deployed.baseline.names == ["gru", "gru-seed7"]
+    first, second = (member.network.state_dict() for member in deployed.baseline.members)
+    assert any(not torch.equal(first[key], second[key]) for key in first)  # two seeds, two networks
+    history = pd.read_csv(demo_csv)
+    alone = np.stack([forecast(m, history, precision="32").frame["forecast"].to_numpy()  # members compute in
+                      for m in deployed.baseline.members])  # float32 inside an ensemble
+    np.testing.assert_allclose(forecast(deployed, history).frame["forecast"], alone.mean(axis=0), rtol=1e-5)
+    refits = [run for run in mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
+              if run.data.tags.get("forecaster.role") == "refit"]
+    assert sorted(run.info.run_name for run in refits) == ["ensemble-refit", "gru-refit", "gru-seed7-refit"]
