@@ -281,6 +281,8 @@ def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: s
         ("hidden_size", 64, "raise it (256 in configs/etth1-ot.yaml) when the data is large"),
         ("num_layers", 1, ""),
         ("dropout", 0.1, ""),
+        ("loss", "mae", "the error compare ranks by (MASE) is absolute: on benchmarks/suite.py's five datasets the "
+                        "MAE loss lowered the best network's validation MASE on four, 0.653 against 0.675 on average"),
         *([("season_length", plan.season_length, "the lookback is shorter than one season")]
           if plan.season_length else []),
     ]

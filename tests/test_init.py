@@ -61,6 +61,7 @@ def test_demo_file_is_long_hourly_with_gaps_filled(demo_csv, tmp_path):
     assert "gru" in config.compare.models and {"naive", "seasonal_naive", "linear"} <= set(config.compare.models)
     assert {"ets", "theta"} <= set(config.compare.models)  # the affordable statistical types; not mstl, arima
     assert config.compare.metric == "mase"  # scale-free per series: no series dominates the ranking
+    assert config.model.loss == "mae"  # the loss that matches an absolute-error ranking
 
 
 def test_etth1_is_wide_with_ot_as_target(etth1_csv, tmp_path):

@@ -252,7 +252,7 @@ class MSTLForecaster(StatisticalForecaster):
 
         periods = [m for m in params["periods"] if 2 * m <= len(y)]
         if not periods:
-            return None
+            raise ValueError("no seasonality fits twice in the window")
         decomposition = mstl(x=y, period=periods if len(periods) > 1 else periods[0])
         adjusted = decomposition[["trend", "remainder"]].sum(axis=1).to_numpy()
         trend = additive_ets_forecast(adjusted[None], 1, params["components"], params, horizon)[0]
