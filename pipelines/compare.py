@@ -1,6 +1,7 @@
 """The compare job: several model types on identical data and splits, side by side in MLflow.
 
-One parent run holds a nested child run per model (the baselines included, as the floor). Models are ranked on
+One parent run holds a nested child run per model (the baselines included, as the floor), then one for the best
+candidates combined (`compare.ensemble`) and one for the best network over `train.seeds`. Models are ranked on
 the validation split (or, with `compare.backtest_folds`, on rolling-origin folds that end before the test split);
 the test split is scored once per model and only reported. The winner replaces the model under the alias only
 when it beats seasonal naive on the ranking metric and the current champion on the newest rows neither trained
