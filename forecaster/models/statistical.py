@@ -263,8 +263,8 @@ class MSTLForecaster(StatisticalForecaster):
 
 class ARIMAForecaster(StatisticalForecaster):
     """AutoARIMA: orders (p, d, q)(P, D, Q) and coefficients chosen per series on its training rows (stepwise,
-    no drift), on its last 500 training rows; a window runs the fixed-coefficient model's Kalman filter over its own rows. Slow to fit: minutes
-    per series on long hourly histories, so `init` leaves it out of `compare.models`."""
+    no drift), on its last 500 training rows; a window runs the fixed-coefficient model's Kalman filter over its own rows. Slow to fit: tens of
+    seconds to minutes per hourly series, so `init` leaves it out of `compare.models`."""
 
     name = "arima"
     fit_rows = 500
