@@ -286,7 +286,8 @@ def _ensemble(config: Config, datamodule, results: list[TrainResult]) -> TrainRe
         log.info("ensemble: not built when compare ranks on backtest folds (its members are chosen on validation)")
         return None
     metric = config.compare.metric
-    ranked = sorted((r for r in results if r.val_forecasts is not None and np.isfinite(r.val_metrics.get(metric, np.nan))),
+    ranked = sorted((r for r in results
+                     if r.val_forecasts is not None and np.isfinite(r.val_metrics.get(metric, np.nan))),
                     key=lambda r: r.val_metrics[metric])
     if len(ranked) < 2:
         return None

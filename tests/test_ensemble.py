@@ -25,7 +25,8 @@ def hand_batch():
     steps = torch.arange(6.0)
     x_past = torch.stack([steps, 15 - steps, torch.full((6,), -99.0)], dim=-1)  # [L, 3]
     x_past = torch.stack([x_past, x_past * 2 + 100])  # [B=2, L, 3]
-    return {"x_past": x_past, "x_future": torch.zeros(2, HORIZON, 0), "y": torch.randn(2, HORIZON, 2, generator=torch.Generator().manual_seed(0))}
+    y = torch.randn(2, HORIZON, 2, generator=torch.Generator().manual_seed(0))
+    return {"x_past": x_past, "x_future": torch.zeros(2, HORIZON, 0), "y": y}
 
 
 def baseline_bundle(name: str) -> ModelBundle:

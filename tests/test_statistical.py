@@ -112,7 +112,8 @@ def test_statistical_models_compare_register_predict_and_serve_the_same_numbers(
 
     config = shrink("demo.yaml", tmp_path / "state", **{
         "compare.models": ["seasonal_naive", "ets", "theta", "mstl"], "registry.name": "stat",
-        "compare.refit": False, "compare.ensemble": False, "predict.model": "models:/stat@champion", "predict.data": str(demo_csv),
+        "compare.refit": False, "compare.ensemble": False, "predict.model": "models:/stat@champion",
+        "predict.data": str(demo_csv),
         "predict.output": str(tmp_path / "out")})
     result = compare.run(config)
 

@@ -41,8 +41,6 @@ class Baseline:
             return self
         raise ModelError(f"{self.name}: no training batches to fit on; check the split and window sizes")
 
-    uses_series: ClassVar[bool] = False  # whether `predict` reads each window's series index
-
     def fit_data(self, datamodule) -> Self:
         """Fit on a set-up data module: window baselines read its training batches."""
         return self.fit(datamodule.train_dataloader())

@@ -14,7 +14,7 @@ models to combine, and how, on the validation windows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import torch
@@ -42,7 +42,6 @@ class Ensemble(Baseline):
     """The `combine` of `members`' point forecasts; `names` say which candidate each member was."""
 
     name = "ensemble"
-    uses_series: ClassVar[bool] = True  # a statistical member reads each window's series
 
     def __init__(self, members: list[ModelBundle], names: list[str], combine: str = "median"):
         if not members or len(members) != len(names):
@@ -104,8 +103,8 @@ class EnsembleChoice:
 
 def choose_ensemble(ranked: list[tuple[str, np.ndarray]], score, max_size: int) -> EnsembleChoice | None:
     """`ranked`: (name, validation point forecasts [N, H, T]) of the candidates, best first; `score(pred) ->
-    float` scores a combination on the same windows, lower is better. Tries the best 2, 3, ... `max_size` under each combination and
-    keeps the lowest score; None with fewer than two candidates."""
+    float` scores a combination on the same windows, lower is better. Tries the best 2, 3, ... `max_size` under
+    each combination and keeps the lowest score; None with fewer than two candidates."""
     tried = []
     for size in range(2, min(max_size, len(ranked)) + 1):
         points = np.stack([pred for _, pred in ranked[:size]])  # [k, N, H, T]

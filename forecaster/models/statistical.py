@@ -3,8 +3,8 @@
 How they are trained and how they forecast a window, so that they are scored on the same windows as the networks:
 
 - **Fit** (`fit_histories`): one automatic model per series and target variable, chosen by statsforecast on that
-  series' training rows (the last 1,000, 500 for ARIMA, scaled as the networks see them): ETS's components and smoothing
-  parameters, Theta's variant and its alpha and theta, MSTL's trend model, ARIMA's orders and coefficients.
+  series' training rows (the last 1,000, 500 for ARIMA, scaled as the networks see them): ETS's components and
+  smoothing parameters, Theta's variant and its alpha and theta, MSTL's trend model, ARIMA's orders and coefficients.
   What is kept is a small JSON document per series and target: no pickles, and nothing of statsforecast's own
   objects.
 - **Forecast** (`predict`): each window is forecast from its own `lookback` rows, as a network does, with the
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from forecaster.errors import ConfigError, ModelError
-from forecaster.models.baselines import Baseline
+from forecaster.models.baselines import Baseline, _repeat_last_season
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ class StatisticalForecaster(Baseline):
     """A local statistical model per series and target, fitted on training rows, forecasting each window."""
 
     name: ClassVar[str]
-    uses_series: ClassVar[bool] = True  # `predict` needs each window's series index
     fit_rows: ClassVar[int] = FIT_ROWS
 
     def __init__(self, season_length: int, seasonalities: list[int] | None = None, n_targets: int | None = None,
@@ -117,15 +116,20 @@ class StatisticalForecaster(Baseline):
             for t in range(self.n_targets):
                 windows = np.stack([_clean(targets[b, :, t]) for b in rows])  # [b, L]
                 if 0 <= index < len(self.fitted_):
-                    if (params := self.fitted_[index][t]) is not None:
-                        out[rows, :, t] = self._safe(self._forecast_windows, windows, params, horizon)
+                    params = self.fitted_[index][t]
+                    if params is not None and (forecast := self._safe(self._forecast_windows, windows, params,
+                                                                      horizon)) is not None:
+                        out[rows, :, t] = forecast
                     continue
                 for row, y in zip(rows, windows, strict=True):  # a series it never saw: fitted on its window
-                    if (params := self._safe(self._fit_one, y)) is not None:
-                        out[row, :, t] = self._safe(self._forecast_one, y, params, horizon)
+                    params = self._safe(self._fit_one, y)
+                    if params is not None and (forecast := self._safe(self._forecast_one, y, params,
+                                                                      horizon)) is not None:
+                        out[row, :, t] = forecast
         failed = ~np.isfinite(out).all(axis=1)  # [B, T]
-        for b, t in zip(*np.nonzero(failed), strict=True):
-            out[b, :, t] = _seasonal_naive(targets[b, :, t], self.season_length, horizon)
+        season = self.season_length if self.season_length <= targets.shape[1] else 1
+        fallback = _repeat_last_season(torch.as_tensor(targets), season, horizon).numpy()  # [B, H, T]
+        out = np.where(failed[:, None, :], fallback, out)
         if failed.any():
             log.info("%s: %d of %d windows forecast seasonal naive (statsforecast could not fit or forecast them)",
                      self.name, int(failed.sum()), failed.size)
@@ -148,7 +152,7 @@ class StatisticalForecaster(Baseline):
                 return function(*args)
         except Exception as exc:  # noqa: BLE001 - statsforecast raises plain Exception for unfit series
             log.debug("%s: %s failed: %s", self.name, getattr(function, "__name__", function), exc)
-            return np.nan if function.__name__.startswith("_forecast") else None
+            return None
 
     # -- JSON state ----------------------------------------------------------------------------------------
 
@@ -262,9 +266,9 @@ class MSTLForecaster(StatisticalForecaster):
 
 
 class ARIMAForecaster(StatisticalForecaster):
-    """AutoARIMA: orders (p, d, q)(P, D, Q) and coefficients chosen per series on its training rows (stepwise,
-    no drift), on its last 500 training rows; a window runs the fixed-coefficient model's Kalman filter over its own rows. Slow to fit: tens of
-    seconds to minutes per hourly series, so `init` leaves it out of `compare.models`."""
+    """AutoARIMA: orders (p, d, q)(P, D, Q) and coefficients chosen per series on its last 500 training rows
+    (stepwise, no drift); a window runs the fixed-coefficient model's Kalman filter over its own rows. Slow to
+    fit: tens of seconds to minutes per hourly series, so `init` leaves it out of `compare.models`."""
 
     name = "arima"
     fit_rows = 500
@@ -372,7 +376,3 @@ def _count(params: Params) -> int:
         return len(params["coef"])
     return sum(params.get(key) is not None for key in ("alpha", "beta", "gamma", "phi", "theta"))
 
-
-def _seasonal_naive(y: np.ndarray, season_length: int, horizon: int) -> np.ndarray:
-    m = season_length if season_length <= len(y) else 1
-    return y[len(y) - m + np.arange(horizon) % m]

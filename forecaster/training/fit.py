@@ -90,11 +90,10 @@ def build_module(config: Config, network: nn.Module, monitor: str = "val/loss", 
 
 
 def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
+    from forecaster.data.features import seasonalities
     from forecaster.models.baselines import make_baseline
 
     started = time.perf_counter()
-    from forecaster.data.features import seasonalities
-
     baseline = make_baseline(name, season_length=datamodule.season_length, lookback=config.window.lookback,
                              horizon=config.window.horizon, n_targets=datamodule.n_targets,
                              seasonalities=seasonalities(datamodule.panel.freq, datamodule.season_length))
