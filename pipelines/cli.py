@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     compare = commands.add_parser(
-        "compare", help="train several model types on identical data; rank on validation; register a winner that "
-                        "beats the champion"
+        "compare", help="train several model types (networks, baselines, ets/theta/mstl/arima) on identical data, "
+                        "combine the best into an ensemble; rank on validation; register a winner that beats the "
+                        "champion"
     )
     _add_config_args(compare)
     compare.add_argument("--json", action="store_true", help="end with one JSON line: leaderboard and winner")
