@@ -17,7 +17,12 @@ Datasets (`--datasets`; all by default):
 - `etth1-multi`: ETTh1, all seven columns as targets.
 - `m4-weekly`: 359 weekly series of 80 to 2,597 weeks, horizon 13, the competition's test weeks as test split.
 - `epf`: day-ahead prices of four markets, hourly, horizon 24, the last 168 hours test and the 168 before
-  validation (the data's README); load and generation forecasts as past covariates (`init` files them so).
+  validation (the data's README); as `init` files the columns: the weekday flags known ahead
+  (`data.future_covariates`, by their names), the load and generation forecasts (Exogenous1, Exogenous2) as past
+  covariates.
+- `epf-none-covariates`, `epf-past-covariates`, `epf-future-covariates`: the same with every exogenous column
+  left out, read as past covariates, or read as known ahead (as the data's README says they are: the change
+  `init`'s comment asks a user to make for the load and generation forecasts).
 - `synthetic-seasonal`: 12 hourly series of 90 days: daily and weekly cycles, a trend, noise.
 - `synthetic-shifts`: 20 daily series of two years: a weekly cycle and level shifts at random days.
 - `synthetic-intermittent`: 20 daily series of two years of sales with many zero days.
@@ -87,6 +92,22 @@ def epf(folder: Path, quick: bool) -> tuple[Path, dict]:
     return path, {"window.horizon": 24, "split.test_size": 168, "split.val_size": 168}
 
 
+EPF_EXOGENOUS = ["Exogenous1", "Exogenous2", *(f"day_{day}" for day in range(7))]
+EPF_ROLES = {  # how the exogenous columns are read, beside `init`'s own choice (`epf`)
+    "none": {"data.covariates": [], "data.future_covariates": []},
+    "past": {"data.covariates": EPF_EXOGENOUS, "data.future_covariates": []},
+    "future": {"data.covariates": [], "data.future_covariates": EPF_EXOGENOUS},
+}
+
+
+def epf_as(folder: Path, quick: bool, role: str) -> tuple[Path, dict]:
+    """EPF with every exogenous column read one way: not at all, as past covariates, or as known in advance (as
+    the data's README says they are: the change `init`'s comment asks a user to make for the load and generation
+    forecasts)."""
+    path, protocol = epf(folder, quick)
+    return path, {**protocol, **EPF_ROLES[role]}
+
+
 def synthetic(folder: Path, quick: bool, kind: str) -> tuple[Path, dict]:
     """Panels whose structure is known: what a good model has to find."""
     rng = np.random.default_rng(7)
@@ -121,12 +142,14 @@ DATASETS = {
     "etth1-multi": lambda folder, quick: etth1(folder, quick, multi=True),
     "m4-weekly": m4_weekly,
     "epf": epf,
+    **{f"epf-{role}-covariates": (lambda folder, quick, role=role: epf_as(folder, quick, role)) for role in EPF_ROLES},
     "synthetic-seasonal": lambda folder, quick: synthetic(folder, quick, "seasonal"),
     "synthetic-shifts": lambda folder, quick: synthetic(folder, quick, "shifts"),
     "synthetic-intermittent": lambda folder, quick: synthetic(folder, quick, "intermittent"),
 }
 NEEDS_SHARED = {"etth1-ot": "ETT-small/ETTh1.csv", "etth1-multi": "ETT-small/ETTh1.csv",
-                "m4-weekly": "M4/Weekly-train.csv", "epf": "EPF/electricity-short-with-ex-vars.csv"}
+                "m4-weekly": "M4/Weekly-train.csv", "epf": "EPF/electricity-short-with-ex-vars.csv",
+                **{f"epf-{role}-covariates": "EPF/electricity-short-with-ex-vars.csv" for role in EPF_ROLES}}
 
 
 # -- one dataset: init, compare, the table's rows ----------------------------------------------------------

@@ -10,6 +10,8 @@ This module says what a model is on disk and loads it; `forecaster.forecasting` 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,10 +78,24 @@ class ModelBundle:
         )
 
     def save(self, path: str | Path) -> None:
+        """Write the bundle to the folder `path` whole or not at all: it is written beside, then renamed into place
+        (`outputs.replace_folder`), so a process killed while saving leaves the previous bundle, if any."""
+        from forecaster.outputs import replace_folder
+
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            self._write(staging)
+            replace_folder(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _write(self, folder: Path) -> None:
         document = {
-            "format_version": FORMAT_VERSION, "kind": self.kind, "config": self.config.to_dict(),
+            "format_version": FORMAT_VERSION, "kind": self.kind, "config": _model_config(self.config),
             "scaler": self.scaler_state, "dims": self.dims, "freq": self.freq,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "trained_range": self.trained_range,
@@ -132,10 +148,12 @@ class ModelBundle:
         return bundle
 
     def example_history(self, datamodule, n_series: int = 2) -> pd.DataFrame:
-        """The last `lookback` rows of a few training series, in the training file's layout: an input example."""
+        """The last `lookback` rows of a few training series, in the training file's layout: an input example
+        (for a model with future covariates, the horizon's rows follow with their targets empty)."""
         panel = datamodule.panel
-        ends = {index: int(panel.lengths[index]) for index in range(min(n_series, panel.n_series))}
-        return history_frame(panel, self.config.data, ends, self.lookback)
+        ahead = self.horizon if self.config.data.future_covariates else 0
+        ends = {index: int(panel.lengths[index]) - ahead for index in range(min(n_series, panel.n_series))}
+        return history_frame(panel, self.config.data, ends, self.lookback, ahead)
 
     def predict(self, history: pd.DataFrame, skip_bad_series: bool = False, source: str = "<history>",
                 **inference: Any) -> Forecast:
@@ -157,15 +175,17 @@ def example_windows(datamodule, count: int | None = None) -> dict[str, torch.Ten
     return {"x_past": batch["x_past"].clone(), "x_future": batch["x_future"].clone()}
 
 
-def history_frame(panel, data, ends: dict[int, int], rows: int) -> pd.DataFrame:
+def history_frame(panel, data, ends: dict[int, int], rows: int, ahead: int = 0) -> pd.DataFrame:
     """The `rows` rows before `ends[i]` (rows from the start of series i) of each series in `ends`, as a frame
     in the training file's layout (`data`: the DataConfig), values as float64 and timestamps as text, the way a
-    CSV file or a JSON request brings them."""
+    CSV file or a JSON request brings them; then `ahead` rows after `ends[i]` with the targets empty (the known
+    future a model with future covariates reads)."""
     frames = []
     for index, end in ends.items():
         start = panel.offsets[index]
-        block = slice(start + max(end - rows, 0), start + end)
+        block = slice(start + max(end - rows, 0), start + end + ahead)
         frame = pd.DataFrame(panel.values[block].astype(np.float64), columns=panel.columns)
+        frame.loc[frame.index[len(frame) - ahead:], panel.targets] = np.nan
         frame.insert(0, data.timestamp, pd.to_datetime(panel.timestamps[block]).astype(str))
         if data.series_id:
             frame.insert(1, data.series_id, panel.series_ids[index])
@@ -180,3 +200,12 @@ def trained_range(panel, train_end: np.ndarray) -> dict[str, Any]:
             for i, sid in enumerate(panel.series_ids)}
     return {"first": str(pd.Timestamp(panel.timestamps.min())), "last": max(last.values(), key=pd.Timestamp),
             "last_by_series": last, "rows": int(np.sum(train_end))}
+
+
+def _model_config(config: Config) -> dict[str, Any]:
+    """The config a bundle keeps: everything but where it was tracked and tuned (`tracking`, `tune.storage`),
+    which may hold credentials and says nothing about the model."""
+    document = config.to_dict()
+    document.pop("tracking", None)
+    document.get("tune", {}).pop("storage", None)
+    return document

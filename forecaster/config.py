@@ -86,6 +86,7 @@ class ModelConfig(_Section):
     teacher_forcing_decay: float = Field(0.0, ge=0.0, le=1.0)
     channel_independent: bool = True
     revin: bool = True
+    linear_skip: bool = False  # a linear map from the lookback to the horizon beside the recurrence
     loss: Literal["mse", "mae", "huber", "quantile"] = "mse"
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     season_length: int | None = Field(None, ge=1)
@@ -153,6 +154,8 @@ class CompareConfig(_Section):
 class PredictConfig(_Section):
     model: str | None = None
     data: str | None = None
+    future: str | None = None  # known-future covariates over the horizon, when not in `data` (forecaster.data.future)
+    base_scenario: str | None = None  # what monitor scores of a forecast with scenarios: None = the only one, or base
     output: str = "outputs"
     format: Literal["csv", "parquet"] = "csv"
     engine: Literal["pandas", "spark"] = "pandas"
@@ -218,7 +221,7 @@ SEARCH_KEYS = {
     "hidden_size": "model.hidden_size", "num_layers": "model.num_layers", "dropout": "model.dropout",
     "lr": "train.lr", "batch_size": "train.batch_size", "segment_length": "model.segment_length",
     "loss": "model.loss", "revin": "model.revin", "weight_decay": "train.weight_decay",
-    "attention": "model.attention", "bidirectional": "model.bidirectional",
+    "attention": "model.attention", "bidirectional": "model.bidirectional", "linear_skip": "model.linear_skip",
 }
 
 

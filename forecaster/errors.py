@@ -19,3 +19,21 @@ class TrainingError(ForecasterError):
 
 class ModelError(ForecasterError):
     """A saved model cannot be found, loaded or applied to the given data."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT asked the command to stop. Raised where the process is when the signal arrives (as
+    KeyboardInterrupt is, and for the same reason a BaseException: `except Exception` must not swallow it); each
+    layer it passes adds what it kept to `kept`, and the CLI prints that and exits 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.kept: list[str] = []
+        super().__init__(f"interrupted by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -118,13 +118,18 @@ def forecast(
     Without `skip_bad_series` any bad series is an error; with it, bad and too short series are left out and
     reported in `Forecast.skipped`. `precision` ('auto', '32' or 'bf16') and `tolerance`: `choose_precision`;
     `batch_size` None: the largest batch that fits `memory_mb` (`inference_batch_size`).
+
+    A model with `data.future_covariates` reads their values over the horizon from the rows after each series'
+    last observed target (`forecaster.data.future`); with a `scenario` column there, each scenario is forecast
+    and the frame gains a `scenario` column.
     """
+    from forecaster.data.future import split_future_rows
     from forecaster.data.validate import check_columns
 
     data = bundle.config.data
+    ahead = None
     if data.future_covariates:
-        raise ModelError("this model uses data.future_covariates, whose future values batch prediction "
-                         "cannot read from a history frame yet; retrain without them")
+        history, ahead = split_future_rows(history, data, source)
     check_columns(history, data, source)
     if skip_bad_series and data.series_id:
         panel, skipped = _panel_skipping_bad(bundle, history, source)
@@ -136,8 +141,22 @@ def forecast(
     if panel.n_series == 0:
         raise DataError(f"{source}: no series left to forecast; skipped: {skipped}")
 
-    windows, future, scaler = _last_windows(bundle, panel)
     batch_size = batch_size or inference_batch_size(bundle, memory_mb)
+    settings = {"batch_size": batch_size, "precision": precision, "tolerance": tolerance}
+    if ahead is None:
+        frame, choice = _forecast_panel(bundle, panel, None, **settings)
+    else:
+        frame, choice = _forecast_futures(bundle, panel, ahead, skipped, skip_bad_series, source, settings)
+    origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)
+               if sid in set(frame["series_id"])}
+    return Forecast(frame=frame, skipped=skipped, origins=origins, precision=choice, batch_size=batch_size)
+
+
+def _forecast_panel(bundle: ModelBundle, panel: Panel, future: np.ndarray | None, batch_size: int, precision: str,
+                    tolerance: float) -> tuple[pd.DataFrame, PrecisionChoice]:
+    """The frame of forecasts after every series of `panel`; `future` [S, H, Cf]: the future covariates over the
+    horizon, in original units (None for a model without them)."""
+    windows, stamps, scaler = _last_windows(bundle, panel, future)
     choice = bundle_precision(bundle, windows, precision, tolerance)
     predictor = replace(Predictor.of(bundle), precision=choice.precision)
     batches = (windows.__getitems__(range(start, min(start + batch_size, len(windows))))
@@ -149,9 +168,33 @@ def forecast(
     if bundle.calibration is not None:  # scaled margins times each series' own scale
         bands = {level: (scaler.inverse_targets(lo, series), scaler.inverse_targets(hi, series))
                  for level, (lo, hi) in bundle.calibration.bounds(scaled, predictor.point_index).items()}
-    origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)}
-    return Forecast(frame=_frame(panel, future, original, predictor, bands), skipped=skipped, origins=origins,
-                    precision=choice, batch_size=batch_size)
+    return _frame(panel, stamps, original, predictor, bands), choice
+
+
+def _forecast_futures(bundle: ModelBundle, panel: Panel, ahead: pd.DataFrame, skipped: dict[str, str],
+                      skip_bad_series: bool, source: str, settings: dict) -> tuple[pd.DataFrame, PrecisionChoice]:
+    """One forecast per scenario of the future rows `ahead` (one without a scenario column). A series without
+    every future value is an error, or with `skip_bad_series` left out of that scenario and reported."""
+    from forecaster.data.future import SCENARIO, future_values, missing_future_message, scenarios
+
+    data, frames, choice = bundle.config.data, [], None
+    last = np.array([panel.series_timestamps(i)[-1] for i in range(panel.n_series)])  # [S]
+    for name in scenarios(ahead):
+        rows = ahead if name is None else ahead[ahead[SCENARIO].astype(str) == name]
+        values, missing = future_values(rows, data, panel.series_ids, last, panel.freq, bundle.horizon, source)
+        label = "" if name is None else f" (scenario '{name}')"
+        if missing and not skip_bad_series:
+            raise DataError(missing_future_message({sid: why + label for sid, why in missing.items()}, data,
+                                                   bundle.horizon, source))
+        skipped.update({f"{sid}{label}": why for sid, why in missing.items()})
+        keep = np.array([sid not in missing for sid in panel.series_ids])
+        if not keep.any():
+            continue
+        frame, choice = _forecast_panel(bundle, panel.select(np.flatnonzero(keep)), values[keep], **settings)
+        frames.append(frame if name is None else frame.assign(**{SCENARIO: name}))
+    if not frames:
+        raise DataError(f"{source}: no series left to forecast; skipped: {skipped}")
+    return pd.concat(frames, ignore_index=True), choice
 
 
 # -- how a network computes: precision and batch size -------------------------------------------------------
@@ -353,9 +396,10 @@ def _drop_short(panel: Panel, lookback: int, source: str, raise_error: bool) -> 
 # -- windows in, frame out ------------------------------------------------------------------------------
 
 
-def _last_windows(bundle: ModelBundle, panel: Panel):
-    """One window per series: its last `lookback` rows, scaled, then `horizon` future rows. Returns the
-    `WindowDataset` (S windows), the future timestamps [S, H] and the scaler (unseen series added)."""
+def _last_windows(bundle: ModelBundle, panel: Panel, future: np.ndarray | None = None):
+    """One window per series: its last `lookback` rows, scaled, then `horizon` future rows (targets and past
+    covariates unknown; the future covariates `future` [S, H, Cf] in original units, when the model reads them).
+    Returns the `WindowDataset` (S windows), the future timestamps [S, H] and the scaler (unseen series added)."""
     from forecaster.data.features import future_grid
     from forecaster.data.panel import Panel
     from forecaster.data.scaling import PanelScaler
@@ -367,10 +411,13 @@ def _last_windows(bundle: ModelBundle, panel: Panel):
     n_series, width = panel.n_series, panel.values.shape[1]
     ends = panel.offsets[1:]  # [S]
     past_rows = ends[:, None] - lookback + np.arange(lookback)  # [S, L]
-    future = future_grid(panel.timestamps[ends - 1], panel.freq, horizon)  # [S, H]
+    ahead = future_grid(panel.timestamps[ends - 1], panel.freq, horizon)  # [S, H]
     values = np.full((n_series, lookback + horizon, width), np.nan, dtype=np.float32)  # [S, L + H, V]
     values[:, :lookback] = scaled.values[past_rows]
-    stamps = np.concatenate([panel.timestamps[past_rows], future], axis=1)  # [S, L + H]
+    if future is not None:  # the last Cf columns: targets, past covariates, then the future covariates
+        series = scaler.series_index(panel.series_ids)
+        values[:, lookback:, width - future.shape[2]:] = scaler.scale_columns(future, series, panel.future_covariates)
+    stamps = np.concatenate([panel.timestamps[past_rows], ahead], axis=1)  # [S, L + H]
     window_panel = Panel(
         series_ids=panel.series_ids, offsets=np.arange(n_series + 1, dtype=np.int64) * (lookback + horizon),
         timestamps=stamps.reshape(-1), values=values.reshape(-1, width), targets=panel.targets,
@@ -378,7 +425,7 @@ def _last_windows(bundle: ModelBundle, panel: Panel):
     )
     windows = WindowDataset(window_panel, np.full(n_series, lookback), np.full(n_series, lookback + horizon),
                             lookback, horizon, calendar=bundle.config.data.calendar)
-    return windows, future, scaler
+    return windows, ahead, scaler
 
 
 def _frame(panel: Panel, future: np.ndarray, forecast: np.ndarray, predictor: Predictor,

@@ -100,6 +100,16 @@ def existing_manifest(paths: OutputPaths) -> dict[str, Any] | None:
     return manifest
 
 
+def safe_file_name(text: str, limit: int = 60) -> str:
+    """`text` as a file name part: letters, digits, '-', '_' and '.' kept, anything else '_'; when that changed
+    `text` or it is longer than `limit`, a short hash of the original follows, so that two ids never share a name
+    ('a/b' and 'a_b', or two long ids with one beginning)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".")[:limit]
+    if safe == text:
+        return safe
+    return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
 def staging_folder(folder: str | Path) -> Path:
     """A fresh path for a dataset to be written whole (by Spark) before `write_output` moves it into place: a
     visible name inside a hidden folder of its own in `folder` (Spark ignores a hidden path when it reads one
@@ -190,16 +200,21 @@ def write_output(forecasts: pd.DataFrame | Path, paths: OutputPaths, manifest: d
 def _move_into_place(staging: Path, path: Path) -> None:
     """Rename the finished dataset folder `staging` to `path`, setting aside whatever was there first."""
     try:
-        _remove_stale_temporaries(path)
-        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, aside)
-        os.replace(staging, path)
-    except BaseException:
+        replace_folder(staging, path)
+    finally:
         discard(staging)
-        raise
+
+
+def replace_folder(new: Path, path: Path) -> None:
+    """Rename the finished folder `new` to `path`; what was at `path` is set aside first and removed after, so
+    a process killed on the way leaves the old folder or the new one whole (set-aside ones are removed by the
+    next replace of `path`)."""
+    _remove_stale_temporaries(path)
+    aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, aside)
+    os.replace(new, path)
     _fsync_folder(path.parent)
-    discard(staging)
     _remove(aside)
 
 

@@ -56,6 +56,7 @@ def default_space(config: Config, freq: str, shortest_train_rows: int, train_win
         "segment_length": _with(segments, model.segment_length),
         "loss": _with(["mse", "mae"], model.loss),
         "revin": [True, False],
+        "linear_skip": [model.linear_skip, not model.linear_skip],
     }
 
 

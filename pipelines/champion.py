@@ -1,29 +1,38 @@
 """Champion against challenger: does the comparison's winner beat the model under the alias on rows that neither
-has trained on?
+has trained on? And the decision that follows: `judge` it, then, holding `promotion_lock`, `recheck` that the alias
+has not moved meanwhile and `register` the winner under it.
 
 The rows: forecast origins whose whole horizon lies after the champion's recorded training range (the last
 training timestamp of each series, else its last one overall) and at or after the end of the rows the winner's
 selection model trained on (its training split; a refit comes only after this decision). Per series, the origins
 are the non-overlapping horizons that end at its last row, newest first, at most `MAX_ORIGINS`. Both models
-forecast them through their MLflow pyfunc from the history before each origin, and both are scored with the
-comparison's metric; `mse` and `mae` standardise each series with the mean and deviation of its rows before its
-first origin, as the scaler of a model trained up to there would.
+forecast them from the history before each origin (loaded from their JSON and weights, as `predict` loads a model:
+no code stored in the registry runs), and both are scored with the comparison's metric; `mse` and `mae`
+standardise each series with the mean and deviation of its rows before its first origin, as the scaler of a model
+trained up to there would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from forecaster.config import Config
+from forecaster.tracking import state_dir
+
+if TYPE_CHECKING:
+    from .train import TrainResult
 
 log = logging.getLogger(__name__)
 
-MAX_ORIGINS = 12  # per series: enough windows for a stable mean, few enough pyfunc calls for a quick decision
+MAX_ORIGINS = 12  # per series: enough windows for a stable mean, few enough forecasts for a quick decision
 
 
 @dataclass
@@ -69,13 +78,14 @@ def current_champion(name: str, alias: str):
 def challenge(config: Config, datamodule, challenger_uri: str, version) -> Challenge:
     """Score the champion (`version`, a registered ModelVersion) and the challenger (its selection model,
     `challenger_uri`) on the newest rows neither trained on."""
-    import mlflow
+    from forecaster.serving.resolve import resolve_model
 
     metric = config.compare.metric
     outcome = Challenge(metric=metric, champion_version=str(version.version))
-    champion = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
-    challenger = mlflow.pyfunc.load_model(challenger_uri)
-    champion_bundle, challenger_bundle = _bundle(champion), _bundle(challenger)
+    # Loaded as `predict` loads a model: its JSON and weights only. The pyfunc model would import the code stored
+    # with it in the registry, which anyone with write access to the store could have changed.
+    champion_bundle = resolve_model(f"models:/{version.name}/{version.version}").bundle
+    challenger_bundle = resolve_model(challenger_uri).bundle
     champion_last = _champion_last_timestamps(champion_bundle, version, datamodule.panel.series_ids)
     if champion_last is None:
         outcome.problem = (f"version {version.version} records no training range (a model registered before "
@@ -90,7 +100,8 @@ def challenge(config: Config, datamodule, challenger_uri: str, version) -> Chall
                            f"not moved on since the champion was trained")
         return outcome
     try:
-        forecasts = [_forecast(model, datamodule, origins, lookback, horizon) for model in (champion, challenger)]
+        forecasts = [_forecast(bundle, datamodule, origins, lookback, horizon)
+                     for bundle in (champion_bundle, challenger_bundle)]
     except Exception as exc:  # a champion trained on other columns or another frequency cannot forecast these
         outcome.problem = f"the models could not forecast the newest rows ({type(exc).__name__}: {exc})"
         return outcome
@@ -126,11 +137,6 @@ def eligible_origins(panel, train_end: np.ndarray, champion_last: list[pd.Timest
     return cuts
 
 
-def _bundle(model):
-    """The forecaster bundle inside a loaded pyfunc model."""
-    return model.unwrap_python_model().bundle
-
-
 def _champion_last_timestamps(bundle, version, series_ids: list[str]) -> list[pd.Timestamp] | None:
     """The champion's last training timestamp per series (its overall last for a series it did not see), from
     the range its bundle records, else from the version's `forecaster.trained_until` tag."""
@@ -142,14 +148,15 @@ def _champion_last_timestamps(bundle, version, series_ids: list[str]) -> list[pd
     return [pd.Timestamp(by_series.get(series_id, overall)) for series_id in series_ids]
 
 
-def _forecast(model, datamodule, origins: list[dict[int, int]], lookback: int, horizon: int) -> list[np.ndarray]:
-    """Per cut: the model's forecasts [n, horizon, T] in original units, series in the cut's order."""
+def _forecast(bundle, datamodule, origins: list[dict[int, int]], lookback: int, horizon: int) -> list[np.ndarray]:
+    """Per cut: the bundle's forecasts [n, horizon, T] in original units, series in the cut's order."""
     from forecaster.bundle import history_frame
 
     panel, data = datamodule.panel, datamodule.config.data
     outputs = []
     for cut in origins:
-        frame = model.predict(history_frame(panel, data, cut, lookback))
+        ahead = horizon if bundle.config.data.future_covariates else 0  # its known future, targets empty
+        frame = bundle.predict(history_frame(panel, data, cut, lookback, ahead)).frame
         table = frame.pivot(index=["series_id", "step"], columns="target", values="forecast")
         wanted = pd.MultiIndex.from_product([[panel.series_ids[i] for i in cut], range(1, horizon + 1)],
                                             names=["series_id", "step"])
@@ -182,3 +189,110 @@ def _score(datamodule, origins: list[dict[int, int]], horizon: int, forecasts: l
         metrics = evaluate((pred - mean) / std, (actual - mean) / std, pred, actual, scale)
         scores.append(float(metrics[metric]))
     return scores[0], scores[1]
+
+
+# -- the decision: promote the winner or keep the champion, and move the alias ------------------------------
+
+
+@dataclass
+class Verdict:
+    promote: bool
+    text: str
+    challenge: Any = None  # champion.Challenge
+    champion: str | None = None  # the version under the alias when the verdict was made; None if there was none
+
+    def challenge_tags(self) -> dict[str, str]:
+        return self.challenge.tags() if self.challenge is not None else {}
+
+
+def judge(config: Config, table, selected: TrainResult, datamodule, metric: str) -> Verdict:
+    """Whether the winner replaces the champion: it must beat seasonal naive on `metric`, then the current
+    champion on the newest rows neither trained on, by `compare.min_improvement` (relative)."""
+    winner = table.iloc[0]
+    if not config.compare.register_winner:
+        return Verdict(False, "registration disabled (compare.register_winner: false)")
+    floor = table.loc[table["model"] == "seasonal_naive", metric]
+    if floor.empty:
+        return Verdict(False, "not registered: seasonal_naive is not in compare.models, so there is no floor to beat")
+    floor_value, value = float(floor.iloc[0]), float(winner[metric])
+    if not value < floor_value:
+        return Verdict(False, f"not registered: the best model, {winner['model']} ({metric} {value:.4f}), does not "
+                              f"beat seasonal_naive ({floor_value:.4f}); the alias stays where it was")
+    beats_floor = f"{winner['model']} ({metric} {value:.4f}) beats seasonal_naive ({floor_value:.4f})"
+    name, alias = config.registry.name, config.registry.alias
+    always = config.compare.promote == "always"
+    version = current_champion(name, alias)
+    if version is None:
+        return Verdict(True, f"{beats_floor}; {name}@{alias} does not exist yet")
+    outcome = challenge(config, datamodule, selected.model_uri, version)
+    champion = str(version.version)
+    if not outcome.compared:
+        if always:
+            return Verdict(True, f"{beats_floor}; champion version {version.version} not compared ({outcome.problem}); "
+                                 f"promoted because compare.promote is 'always'", outcome, champion)
+        return Verdict(False, f"{beats_floor}, but the champion (version {version.version}) stays: {outcome.problem}. "
+                              f"Pass --promote (compare.promote: always) to replace it anyway", outcome, champion)
+    needed = outcome.champion_score * (1.0 - config.compare.min_improvement)
+    versus = (f"on the newest rows ({outcome.rows()}), {metric.split('_', 1)[1]} {outcome.challenger_score:.4f} "
+              f"against the champion's (version {version.version}) {outcome.champion_score:.4f}")
+    if outcome.challenger_score < needed:
+        return Verdict(True, f"{beats_floor}, and beats the champion {versus}", outcome, champion)
+    if always:
+        return Verdict(True, f"{beats_floor}; it does not beat the champion {versus}, but compare.promote is "
+                             f"'always'", outcome, champion)
+    margin = f" by the margin compare.min_improvement={config.compare.min_improvement}" \
+        if config.compare.min_improvement else ""
+    return Verdict(False, f"{beats_floor}, but does not beat the champion{margin} {versus}; the champion stays",
+                   outcome, champion)
+
+
+@contextmanager
+def promotion_lock(config: Config) -> Iterator[None]:
+    """Held from the last look at the alias until it has moved, by every compare on this machine that promotes
+    into `registry.name`: two of them cannot both read the old champion and both move the alias."""
+    from filelock import FileLock
+
+    folder = state_dir(config.tracking) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(f"{config.registry.name}@{config.registry.alias}".encode()).hexdigest()[:16]
+    with FileLock(folder / f"promote-{digest}.lock"):
+        yield
+
+
+def recheck(config: Config, verdict: Verdict, table, selected: TrainResult, datamodule, metric: str) -> Verdict:
+    """The verdict again if the alias moved since it was made (another compare promoted its winner meanwhile):
+    the winner must then beat the new champion too. Call it holding `promotion_lock`."""
+    now = current_champion(config.registry.name, config.registry.alias)
+    if (str(now.version) if now is not None else None) == verdict.champion:
+        return verdict
+    log.info("@%s moved to version %s while this compare ran: challenging that champion", config.registry.alias,
+             now.version if now is not None else None)
+    again = judge(config, table, selected, datamodule, metric)
+    again.text = f"{again.text} (judged again: @{config.registry.alias} moved while this compare ran)"
+    return again
+
+
+def register(config: Config, selected: TrainResult, refit: TrainResult | None, verdict: Verdict, metric: str,
+              value: float) -> str:
+    """Register the refit model (else the selection model), record where it came from, and move the alias."""
+    import mlflow
+
+    deployed = refit or selected
+    name, alias = config.registry.name, config.registry.alias
+    version = str(mlflow.register_model(deployed.model_uri, name).version)
+    trained = deployed.trained_range or {}
+    tags = {"forecaster.model": selected.name, metric.replace("_", ".", 1): f"{value:.6f}",
+            "source_run": selected.run_id, "forecaster.decision": verdict.text[:5000],
+            "forecaster.refit": str(refit is not None).lower(),
+            "forecaster.trained_from": trained.get("first", ""), "forecaster.trained_until": trained.get("last", ""),
+            "forecaster.trained_rows": str(trained.get("rows", "")),
+            **{f"forecaster.challenge.{k}": v for k, v in verdict.challenge_tags().items()}}
+    if refit is not None:
+        tags["refit_run"] = refit.run_id
+    client = mlflow.MlflowClient()
+    for key, tag in tags.items():
+        client.set_model_version_tag(name, version, key, tag)
+    client.set_registered_model_alias(name, alias, version)
+    verdict.text = f"{verdict.text}: registered as {name} version {version}" + \
+        (" (refit on every row)" if refit is not None else "") + f" and moved @{alias} to it"
+    return version

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from forecaster.errors import ForecasterError
+from forecaster.errors import ForecasterError, Interrupted
 
 EXAMPLES = """\
 examples:
@@ -110,7 +113,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     config = _load(args)
     overrides = {
-        "predict.model": args.model, "predict.data": args.data, "predict.output": args.output,
+        "predict.model": args.model, "predict.data": args.data, "predict.future": args.future,
+        "predict.output": args.output,
         "predict.format": args.format, "predict.engine": args.engine,
         "predict.skip_bad_series": args.skip_bad_series or None, "predict.overwrite": args.overwrite or None,
     }
@@ -203,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(predict, config_required=False)
     predict.add_argument("--model", help="MLflow model URI (models:/NAME@champion, runs:/ID/model, ...) or folder")
     predict.add_argument("--data", help="history: CSV or Parquet in the training file's layout")
+    predict.add_argument("--future", metavar="FILE",
+                         help="known-future covariates over the horizon (series id, timestamp, the model's "
+                              "data.future_covariates; an optional scenario column), for a model that reads them")
     predict.add_argument("--output", help="folder for the forecast file and its manifest")
     predict.add_argument("--format", choices=["csv", "parquet"], help="output format (default csv)")
     predict.add_argument("--engine", choices=["pandas", "spark"], help="where to run (default pandas)")
@@ -257,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tune_allocator()
     handler: Callable[[argparse.Namespace], int] = args.handler
+    previous = _raise_on_signals()
     try:
         return handler(args)
     except ForecasterError as exc:
@@ -264,6 +272,43 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except Interrupted as exc:
+        print(_interrupted_line(exc, args), file=sys.stderr)
+        return exc.exit_code
+    finally:
+        for signum, previous_handler in previous.items():
+            signal.signal(signum, previous_handler)
+
+
+# How to continue each command after an interruption; others are rerun as they were.
+CONTINUE = {
+    "train": "forecaster train {config} --resume",
+    "tune": "forecaster tune {config} (the study resumes; finished trials count)",
+    "schedule": "forecaster schedule {config} (the next cycle runs as planned)",
+}
+
+
+def _raise_on_signals() -> dict[int, Any]:
+    """SIGTERM and SIGINT raise `Interrupted` where the process is, so each layer can keep what it finished on
+    the way out; a second signal while that happens exits at once. Only the main thread may install handlers.
+    Returns the handlers it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    received: list[int] = []
+
+    def handle(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            print(f"{signal.Signals(signum).name} again: exiting now", file=sys.stderr)
+            os._exit(128 + signum)
+        raise Interrupted(signum)
+
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _interrupted_line(exc: Interrupted, args: argparse.Namespace) -> str:
+    """One line: which signal, what was kept, how to continue."""
+    kept = "; ".join(exc.kept) if exc.kept else "nothing half-written was left"
+    config = getattr(args, "config", None)
+    again = CONTINUE.get(args.command, "rerun the same command").format(config=config)
+    return f"interrupted by {exc.signal_name}: kept {kept}. Continue with: {again}"

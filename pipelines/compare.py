@@ -17,7 +17,8 @@ from typing import Any
 
 from forecaster.config import BASELINES, Config
 from forecaster.errors import ConfigError
-from forecaster.tracking import setup_tracking
+from forecaster.tracking import redact, setup_tracking, tracked_run
+from .champion import judge, promotion_lock, recheck, register
 from .train import TrainResult, prepare_data, train_in_run
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,9 @@ def run(config: Config) -> CompareResult:
         raise ConfigError("compare ranks the models on the validation split, which has no window here; give it "
                           "rows (split.val_size, split.val_fraction or split.val_end) before training anything")
     models = resolve_models(config)
-    with mlflow.start_run(run_name="compare") as parent:
+    with tracked_run(run_name="compare") as parent:
         mlflow.set_tag("forecaster.job", "compare")
-        mlflow.log_params({key: value for key, value in config.flat().items()
+        mlflow.log_params({key: redact(value) for key, value in config.flat().items()
                            if key.startswith(("data.", "window.", "split.", "compare."))
                            and not isinstance(value, list | dict)})
         results: list[TrainResult] = []
@@ -103,7 +104,7 @@ def run(config: Config) -> CompareResult:
             if (variant := budget.admit(name, kind, variant)) is None:
                 continue
             log.info("[%d/%d] %s", index, len(models), name)
-            with mlflow.start_run(run_name=name, nested=True):
+            with tracked_run(run_name=name, nested=True):
                 result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name)
             result.name = name
             results.append(result)
@@ -133,11 +134,14 @@ def run(config: Config) -> CompareResult:
         winner = table.iloc[0]
         selected = next(r for r in results if r.name == winner["model"])
         variant, kind = next((v, k) for n, k, v in models if n == selected.name)
-        verdict = _judge(config, table, selected, datamodule, metric)
+        verdict = judge(config, table, selected, datamodule, metric)
         version, refit = None, None
         if verdict.promote:
             refit = _refit(config, variant, kind, datamodule, selected, pool) if config.compare.refit else None
-            version = _register(config, selected, refit, verdict, metric, float(winner[metric]))
+            with promotion_lock(config):
+                verdict = recheck(config, verdict, table, selected, datamodule, metric)
+                if verdict.promote:
+                    version = register(config, selected, refit, verdict, metric, float(winner[metric]))
         mlflow.set_tags({"forecaster.winner": winner["model"], "forecaster.decision": verdict.text[:5000],
                          **{f"forecaster.challenge.{k}": v for k, v in verdict.challenge_tags().items()}})
         mlflow.log_metric(f"winner/{metric}", float(winner[metric]))
@@ -217,58 +221,6 @@ def _leaderboard(config: Config, results: list[TrainResult], models, datamodule)
     return table, backtest
 
 
-@dataclass
-class Verdict:
-    promote: bool
-    text: str
-    challenge: Any = None  # champion.Challenge
-
-    def challenge_tags(self) -> dict[str, str]:
-        return self.challenge.tags() if self.challenge is not None else {}
-
-
-def _judge(config: Config, table, selected: TrainResult, datamodule, metric: str) -> Verdict:
-    """Whether the winner replaces the champion: it must beat seasonal naive on `metric`, then the current
-    champion on the newest rows neither trained on, by `compare.min_improvement` (relative)."""
-    from .champion import challenge, current_champion
-
-    winner = table.iloc[0]
-    if not config.compare.register_winner:
-        return Verdict(False, "registration disabled (compare.register_winner: false)")
-    floor = table.loc[table["model"] == "seasonal_naive", metric]
-    if floor.empty:
-        return Verdict(False, "not registered: seasonal_naive is not in compare.models, so there is no floor to beat")
-    floor_value, value = float(floor.iloc[0]), float(winner[metric])
-    if not value < floor_value:
-        return Verdict(False, f"not registered: the best model, {winner['model']} ({metric} {value:.4f}), does not "
-                              f"beat seasonal_naive ({floor_value:.4f}); the alias stays where it was")
-    beats_floor = f"{winner['model']} ({metric} {value:.4f}) beats seasonal_naive ({floor_value:.4f})"
-    name, alias = config.registry.name, config.registry.alias
-    always = config.compare.promote == "always"
-    version = current_champion(name, alias)
-    if version is None:
-        return Verdict(True, f"{beats_floor}; {name}@{alias} does not exist yet")
-    outcome = challenge(config, datamodule, selected.model_uri, version)
-    if not outcome.compared:
-        if always:
-            return Verdict(True, f"{beats_floor}; champion version {version.version} not compared ({outcome.problem}); "
-                                 f"promoted because compare.promote is 'always'", outcome)
-        return Verdict(False, f"{beats_floor}, but the champion (version {version.version}) stays: {outcome.problem}. "
-                              f"Pass --promote (compare.promote: always) to replace it anyway", outcome)
-    needed = outcome.champion_score * (1.0 - config.compare.min_improvement)
-    versus = (f"on the newest rows ({outcome.rows()}), {metric.split('_', 1)[1]} {outcome.challenger_score:.4f} "
-              f"against the champion's (version {version.version}) {outcome.champion_score:.4f}")
-    if outcome.challenger_score < needed:
-        return Verdict(True, f"{beats_floor}, and beats the champion {versus}", outcome)
-    if always:
-        return Verdict(True, f"{beats_floor}; it does not beat the champion {versus}, but compare.promote is "
-                             f"'always'", outcome)
-    margin = f" by the margin compare.min_improvement={config.compare.min_improvement}" \
-        if config.compare.min_improvement else ""
-    return Verdict(False, f"{beats_floor}, but does not beat the champion{margin} {versus}; the champion stays",
-                   outcome)
-
-
 def _ensemble(config: Config, datamodule, results: list[TrainResult]) -> TrainResult | None:
     """The best candidates on validation combined (`forecaster.models.ensemble`): the 2, 3, ...
     `compare.ensemble_max_size` best by `compare.metric`, each by median and by mean, scored on the validation
@@ -322,7 +274,7 @@ def _train_ensemble(config: Config, datamodule, ensemble, members: list[TrainRes
     fitted = FittedModel(kind="ensemble", predictor=Predictor(config.model, baseline=ensemble), network=None,
                          baseline=ensemble, n_params=ensemble.n_params,
                          train_seconds=sum(member.train_seconds for member in members))
-    with mlflow.start_run(run_name=name, nested=True):
+    with tracked_run(run_name=name, nested=True):
         mlflow.set_tags({"forecaster.member_runs": ",".join(member.run_id for member in members), **(tags or {})})
         mlflow.log_dict(record, "ensemble.json")
         result = train_in_run(config, datamodule, kind="ensemble", checkpoint_name=name, fitted=fitted)
@@ -351,7 +303,7 @@ def _seeds(config: Config, datamodule, results: list[TrainResult], models, budge
         if (seeded := budget.admit(name, "network", variant.with_overrides({"train.seed": seed}))) is None:
             continue
         log.info("[seeds] %s", name)
-        with mlflow.start_run(run_name=name, nested=True):
+        with tracked_run(run_name=name, nested=True):
             mlflow.set_tags({"forecaster.role": "seed", "forecaster.seed_of": best.run_id})
             member = train_in_run(seeded, datamodule, kind="network", checkpoint_name=name)
         member.name = name
@@ -398,7 +350,7 @@ def _refit_one(variant: Config, kind: str, everything, selected: TrainResult) ->
     epochs = selected.best_epoch + 1 if selected.best_epoch is not None else variant.train.max_epochs
     log.info("refit: %s on every row (%d rows)%s", selected.name, int(everything.panel.lengths.sum()),
              f", {epochs} epoch(s)" if kind == "network" else "")
-    with mlflow.start_run(run_name=f"{selected.name}-refit", nested=True):
+    with tracked_run(run_name=f"{selected.name}-refit", nested=True):
         mlflow.set_tags({"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"})
         refit = train_in_run(variant.with_overrides({"train.max_epochs": epochs}), everything, kind=kind,
                              checkpoint_name=f"{selected.name}-refit")
@@ -411,32 +363,6 @@ def _link_refit(selected: TrainResult, refit: TrainResult) -> None:
     import mlflow
 
     mlflow.MlflowClient().set_tag(selected.run_id, "forecaster.refit_run", refit.run_id)
-
-
-def _register(config: Config, selected: TrainResult, refit: TrainResult | None, verdict: Verdict, metric: str,
-              value: float) -> str:
-    """Register the refit model (else the selection model), record where it came from, and move the alias."""
-    import mlflow
-
-    deployed = refit or selected
-    name, alias = config.registry.name, config.registry.alias
-    version = str(mlflow.register_model(deployed.model_uri, name).version)
-    trained = deployed.trained_range or {}
-    tags = {"forecaster.model": selected.name, metric.replace("_", ".", 1): f"{value:.6f}",
-            "source_run": selected.run_id, "forecaster.decision": verdict.text[:5000],
-            "forecaster.refit": str(refit is not None).lower(),
-            "forecaster.trained_from": trained.get("first", ""), "forecaster.trained_until": trained.get("last", ""),
-            "forecaster.trained_rows": str(trained.get("rows", "")),
-            **{f"forecaster.challenge.{k}": v for k, v in verdict.challenge_tags().items()}}
-    if refit is not None:
-        tags["refit_run"] = refit.run_id
-    client = mlflow.MlflowClient()
-    for key, tag in tags.items():
-        client.set_model_version_tag(name, version, key, tag)
-    client.set_registered_model_alias(name, alias, version)
-    verdict.text = f"{verdict.text}: registered as {name} version {version}" + \
-        (" (refit on every row)" if refit is not None else "") + f" and moved @{alias} to it"
-    return version
 
 
 def format_result(result: CompareResult) -> str:

@@ -93,7 +93,7 @@ def run(config: Config, forecasts: str | Path | None = None, actuals: str | Path
     scan = scan_frame(read_table(config.data, actuals_path), config.data, source=str(actuals_path))
     season = config.model.season_length or season_length(scan.freq)
 
-    frame, files, notes = read_committed(folder)
+    frame, files, notes = read_committed(folder, config.predict.base_scenario)
     frame, duplicates = monitoring.deduplicate(frame)
     joined = monitoring.score_points(frame, scan, season)
     record_path = Path(config.monitor.record) if config.monitor.record else folder / RECORD_FILE
@@ -114,10 +114,11 @@ def run(config: Config, forecasts: str | Path | None = None, actuals: str | Path
     return result
 
 
-def read_committed(folder: Path) -> tuple[pd.DataFrame, int, list[str]]:
+def read_committed(folder: Path, base_scenario: str | None = None) -> tuple[pd.DataFrame, int, list[str]]:
     """Every committed forecast file in `folder` as monitoring's point rows, with the model's identity and the
     file's name and creation time; and notes on what was skipped. A model is `NAME-vVERSION` when registered,
-    else its logged model id or `run-RUN_ID`: the same model found under two URIs counts once."""
+    else its logged model id or `run-RUN_ID`: the same model found under two URIs counts once. Of a file with
+    what-if scenarios, only the base scenario's rows are scored (`base_scenario`)."""
     frames, notes, committed = [], [], set()
     for manifest_path in sorted(folder.glob("forecast_*.manifest.json")):
         try:
@@ -132,6 +133,9 @@ def read_committed(folder: Path) -> tuple[pd.DataFrame, int, list[str]]:
         committed.add(paths.forecast.name)
         try:
             table = _read_output(paths.forecast, manifest["output"].get("format", "csv"))
+            if "scenario" in table:
+                table, note = _base_scenario(table, base_scenario, paths.forecast.name)
+                notes.append(note)
             model = manifest["model"]
             rows = monitoring.point_forecasts(table, model_key(model))
         except (OSError, ValueError, KeyError) as exc:
@@ -153,6 +157,18 @@ def read_committed(folder: Path) -> tuple[pd.DataFrame, int, list[str]]:
         created_at=pd.NaT)
     frame = pd.concat(frames, ignore_index=True) if frames else empty
     return frame, len(frames), notes
+
+
+def _base_scenario(table: pd.DataFrame, base: str | None, name: str) -> tuple[pd.DataFrame, str]:
+    """The rows of the scenario that stands for what was expected: `base` (predict.base_scenario) when set, else
+    the only scenario, else one named 'base'."""
+    names = [str(scenario) for scenario in pd.unique(table["scenario"].astype(str))]
+    chosen = base if base is not None else (names[0] if len(names) == 1 else "base")
+    if chosen not in names:
+        raise ValueError(f"it holds the scenarios {', '.join(names)} but no '{chosen}'; set predict.base_scenario "
+                         f"to the one monitoring should score")
+    rows = table[table["scenario"].astype(str) == chosen].drop(columns="scenario")
+    return rows, f"{name}: scored its scenario '{chosen}' of {len(names)} (predict.base_scenario)"
 
 
 def model_key(model: dict[str, Any]) -> str:
@@ -217,7 +233,7 @@ def _log_pass(config: Config, result: MonitorResult, live: str | None, season: i
     import mlflow
     from mlflow.entities import Metric
 
-    from forecaster.tracking import file_fingerprint, setup_tracking
+    from forecaster.tracking import file_fingerprint, setup_tracking, tracked_run
 
     experiment = f"{config.tracking.experiment}-monitoring"
     experiment_id = setup_tracking(config.tracking.model_copy(update={"experiment": experiment}))
@@ -231,7 +247,7 @@ def _log_pass(config: Config, result: MonitorResult, live: str | None, season: i
         result.verdict = monitoring.judge_decay(result.record, live, result.expected.get(live),
                                                 config.monitor.window, config.monitor.decay_ratio)
         (log.warning if result.decay else log.info)("%s", result.verdict.text)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor {result.forecasts_dir.name}") as run:
+    with tracked_run(experiment_id=experiment_id, run_name=f"monitor {result.forecasts_dir.name}") as run:
         result.run_id = run.info.run_id
         summary = result.summary()
         mlflow.set_tags({"forecaster.job": "monitor", "forecaster.decay": str(result.decay).lower(),
@@ -299,7 +315,7 @@ def _aligned(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_output(path: Path, fmt: str) -> pd.DataFrame:
-    return pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+    return pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, dtype={"series_id": str})
 
 
 def _text(value: Any) -> str | None:

@@ -24,7 +24,7 @@ from forecaster import outputs
 from forecaster.outputs import SKIPPED_EXISTING, WRITTEN, CommittedOutput
 from forecaster.config import Config
 from forecaster.errors import ConfigError
-from forecaster.tracking import file_fingerprint, setup_tracking, tracking_uri
+from forecaster.tracking import file_fingerprint, redact, setup_tracking, tracked_run, tracking_uri
 
 @dataclass
 class PredictResult(CommittedOutput):
@@ -55,8 +55,6 @@ class PredictResult(CommittedOutput):
 
 def run(config: Config) -> PredictResult:
     """`forecaster predict`: forecast every series in `predict.data` with `predict.model`."""
-    import mlflow
-
     from forecaster.forecasting import forecast  # noqa: F401  (torch is imported here: the timings measure the job)
     from forecaster.serving.resolve import resolve_model
 
@@ -71,6 +69,8 @@ def run(config: Config) -> PredictResult:
     stage = _stage_spark if settings.engine == "spark" else _stage_pandas
     staged = stage(model, settings, timings)
     fingerprint = file_fingerprint(settings.data)
+    future = {"path": str(Path(settings.future).resolve()), **file_fingerprint(settings.future)} \
+        if settings.future else None
 
     paths = outputs.output_paths(settings.output, model.label, staged.origin, settings.format)
     existing = outputs.existing_manifest(paths)
@@ -79,15 +79,19 @@ def run(config: Config) -> PredictResult:
             outputs.discard(staged.forecasts)
         return PredictResult(
             status=SKIPPED_EXISTING, paths=paths, manifest=existing, seconds=time.perf_counter() - started,
-            input_changed=existing["input"]["sha256"] != fingerprint["sha256"], skipped=staged.skipped or {},
+            input_changed=(existing["input"]["sha256"] != fingerprint["sha256"]
+                           or (existing.get("future") or {}).get("sha256") != (future or {}).get("sha256")),
+            skipped=staged.skipped or {},
         )
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"predict {paths.forecast.stem}") as batch:
+    with tracked_run(experiment_id=experiment_id, run_name=f"predict {paths.forecast.stem}") as batch:
         manifest = {
             "created_at": staged.created_at.isoformat(), "forecaster_version": forecaster.__version__,
-            "batch_run_id": batch.info.run_id, "tracking_uri": tracking_uri(config.tracking),
+            "batch_run_id": batch.info.run_id, "tracking_uri": redact(tracking_uri(config.tracking)),
             **({"engine": "spark", "spark_master": staged.master} if staged.master else {}),
             "input": {"path": str(Path(settings.data).resolve()), **fingerprint},
+            **({"future": future} if future else {}),
+            **({"scenarios": staged.scenarios} if staged.scenarios else {}),
             "model": model.record(), "forecast_origin": staged.origin.isoformat(),
             "counts": staged.counts,
             **({"skipped_series": staged.skipped} if staged.skipped is not None else {}),
@@ -108,6 +112,9 @@ def _checked_settings(config: Config):
     settings = config.predict
     if settings.engine == "spark" and settings.format != "parquet":
         raise ConfigError("predict.engine: spark writes a partitioned Parquet dataset; add --format parquet.")
+    if settings.engine == "spark" and settings.future:
+        raise ConfigError("predict.future: the spark engine reads the known future from the history file itself: "
+                          "put those rows after each series' last target, targets empty, and leave --future out")
     missing = [f"predict.{key} (--{key})" for key in ("model", "data") if not getattr(settings, key)]
     if missing:
         example = f"models:/{config.registry.name}@{config.registry.alias}"
@@ -127,14 +134,14 @@ class _Staged:
     skipped: dict[str, str] | None = None  # series left out and why; None: not known (Spark)
     master: str | None = None  # Spark's
     inference: dict[str, Any] | None = None  # batch size and precision the network ran with (pandas engine)
+    scenarios: list[str] | None = None  # the futures forecast, when the future rows name scenarios
 
 
 def _stage_pandas(model, settings, timings: dict[str, float]) -> _Staged:
-    from forecaster.data.io import read_table
     from forecaster.forecasting import forecast, with_metadata
 
     with _timed(timings, "read_s"):
-        history = read_table(model.bundle.config.data, settings.data)
+        history = read_history(model.bundle, settings)
     with _timed(timings, "predict_s"):
         result = forecast(model.bundle, history, skip_bad_series=settings.skip_bad_series, source=settings.data,
                           **inference_settings(settings))
@@ -142,9 +149,25 @@ def _stage_pandas(model, settings, timings: dict[str, float]) -> _Staged:
     frame = with_metadata(result, model_uri=model.uri, model_version=model.version, source_run_id=model.run_id,
                           created_at=created_at)
     counts = {"rows": len(frame), "series": len(result.origins), "skipped": len(result.skipped)}
+    scenarios = [str(name) for name in pd.unique(frame["scenario"])] if "scenario" in frame else None
     return _Staged(forecasts=frame, origin=max(pd.Timestamp(stamp) for stamp in result.origins.values()),
                    counts=counts, created_at=created_at, skipped=result.skipped,
-                   inference={"batch_size": result.batch_size, **result.precision.record()})
+                   inference={"batch_size": result.batch_size, **result.precision.record()}, scenarios=scenarios)
+
+
+def read_history(bundle, settings) -> pd.DataFrame:
+    """`predict.data` as a frame, with the rows of `predict.future` (if any) under it, targets empty."""
+    from forecaster.data.future import append_future
+    from forecaster.data.io import read_table
+
+    data = bundle.config.data
+    history = read_table(data, settings.data)
+    if settings.future:
+        if not data.future_covariates:
+            raise ConfigError(f"predict.future ({settings.future}): this model reads no future covariates "
+                              f"(data.future_covariates is empty); leave --future out")
+        history = append_future(history, read_table(data, settings.future), data, settings.future)
+    return history
 
 
 def _stage_spark(model, settings, timings: dict[str, float]) -> _Staged:

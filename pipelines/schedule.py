@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from forecaster.config import Config, ScheduleConfig
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError, ForecasterError, Interrupted
 from forecaster.tracking import state_dir
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,30 @@ def _monitor(config: Config) -> tuple[bool, str]:
 
 
 def run(config: Config, once: bool = False, cycle: Cycle = run_cycle) -> int:
-    """`forecaster schedule`: run `cycle` on `schedule.cron` until SIGINT or SIGTERM; exit code 0.
+    """`forecaster schedule`: run `cycle` on `schedule.cron` until SIGINT or SIGTERM, which raise `Interrupted`
+    once the running cycle has finished (the CLI exits 130 or 143).
 
-    With `once`, run one cycle now and return 0; its errors propagate, so the caller exits non-zero.
+    With `once`, run one cycle now and return 0; its errors propagate, so the caller exits non-zero. A signal
+    during it lets the cycle finish, except a training in progress, which stops at the end of its batch (its
+    epoch checkpoints are kept); the cycle is then recorded as `interrupted`.
     """
     trigger = cron_trigger(config.schedule)
     folder = state_dir(config.tracking)
     with schedule_lock(folder):
         runner = _CycleRunner(config, cycle, folder / HISTORY_FILE)
         if once:
-            with _graceful_signals(on_first=lambda: log.info("finishing the current cycle, then exiting")):
+            with _graceful_signals(on_first=lambda: log.info("finishing the current cycle, then exiting")) as got:
                 runner(raise_errors=True)
+            _raise_if_signalled(got, f"cycle {runner.count} finished and was recorded")
             return 0
         return _run_scheduler(config, trigger, runner)
+
+
+def _raise_if_signalled(received: list[int], kept: str) -> None:
+    if received:
+        interrupted = Interrupted(received[0])
+        interrupted.kept.append(kept)
+        raise interrupted
 
 
 def cron_trigger(schedule: ScheduleConfig):
@@ -193,6 +204,12 @@ class _CycleRunner:
             record.update(asdict(report))
             log.info("cycle %d finished in %.1f s: %s %s", self.count, time.perf_counter() - start,
                      report.status, report.output or "")
+        except Interrupted as exc:
+            record.update(status="interrupted", error=str(exc))
+            log.warning("cycle %d interrupted after %.1f s by %s", self.count, time.perf_counter() - start,
+                        exc.signal_name)
+            exc.kept.append(f"cycle {self.count} recorded as interrupted in {self.history}")
+            raise
         except Exception as exc:
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             log.error("cycle %d failed after %.1f s: %s", self.count, time.perf_counter() - start, exc,
@@ -204,6 +221,14 @@ class _CycleRunner:
             with self.history.open("a") as handle:
                 handle.write(json.dumps(record, default=str) + "\n")
             self.busy = False
+
+    def record_abandoned(self, signum: int) -> None:
+        """The line a cycle abandoned by a second signal leaves in the history (the process exits right after)."""
+        if self.busy:
+            record = {"cycle": self.count, "pid": os.getpid(), "status": "interrupted", "finished": _now(),
+                      "error": f"abandoned on a second {signal.Signals(signum).name}"}
+            with self.history.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
 
 
 def _run_scheduler(config: Config, trigger, runner: _CycleRunner) -> int:
@@ -222,36 +247,41 @@ def _run_scheduler(config: Config, trigger, runner: _CycleRunner) -> int:
 
     log.info("scheduler started: cron '%s' (%s); next cycle at %s", config.schedule.cron, config.schedule.timezone,
              trigger.get_next_fire_time(None, datetime.now(trigger.timezone)))
-    with _graceful_signals(on_first=stop):
+    with _graceful_signals(on_first=stop, on_second=runner.record_abandoned) as received:
         scheduler.start()  # returns once stop() has shut the scheduler down
         executor.shutdown(wait=True)  # the cycle running or just submitted finishes, under the lock
     log.info("scheduler stopped after %d cycle(s)", runner.count)
+    _raise_if_signalled(received, f"{runner.count} finished cycle(s) in {runner.history}")
     return 0
 
 
 @contextmanager
-def _graceful_signals(on_first: Callable[[], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM: the first calls `on_first`; the second exits at once (code 128 + signal).
+def _graceful_signals(on_first: Callable[[], None], on_second: Callable[[int], None] | None = None
+                      ) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM: the first calls `on_first`; the second calls `on_second` and exits at once (code 128 +
+    signal). Yields the signals received, for the caller to act on when the block ends.
 
     Only the main thread may set signal handlers; called from another (an Airflow task), it leaves them alone.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
 
     def handle(signum: int, frame: Any) -> None:
         received.append(signum)
         name = signal.Signals(signum).name
         if len(received) > 1:
             log.warning("%s again: abandoning the current cycle; no partial output is left", name)
+            if on_second is not None:
+                on_second(signum)
             os._exit(128 + signum)
         log.info("%s received", name)
         on_first()
 
     previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -18,7 +18,7 @@ from typing import Any
 
 from forecaster.config import Config, dump_config
 from forecaster.errors import ModelError
-from forecaster.tracking import file_fingerprint, setup_tracking, state_dir, tracking_uri
+from forecaster.tracking import file_fingerprint, redact, setup_tracking, state_dir, tracked_run, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class TrainResult:
         }
 
 
+UNLOGGED_METRICS = "unlogged-metrics.jsonl"  # beside a training's checkpoints: epochs the tracking store missed
+
+
 def model_name(config: Config, kind: str = "network") -> str:
     if kind != "network":
         return kind
@@ -58,6 +61,8 @@ def model_name(config: Config, kind: str = "network") -> str:
 
 
 def checkpoint_dir(config: Config, name: str) -> Path:
+    """Where the trainings of model `name` keep their checkpoints and saved models, one subfolder per training
+    (named by its MLflow run), so that two trainings at once never share one."""
     return state_dir(config.tracking) / "checkpoints" / config.tracking.experiment / name
 
 
@@ -91,11 +96,12 @@ def log_data_record(config: Config, datamodule) -> None:
     mlflow.log_text(format_report(report), "data/validation_report.txt")
 
 
-def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool = False,
+def train_in_run(config: Config, datamodule, kind: str = "network", resume_from: Path | None = None,
                  checkpoint_name: str | None = None, fitted=None) -> TrainResult:
     """Fit one model, save it, log it into the MLflow run that is active now, and score it on the validation and
-    test splits (an empty split has no metrics). `fitted`: a model built already (an ensemble of trained
-    members, `training.fit.FittedModel`), which is then saved, logged and scored the same way."""
+    test splits (an empty split has no metrics). `resume_from`: the folder of the interrupted training to continue
+    (`training.fit.latest_resumable`). `fitted`: a model built already (an ensemble of trained members,
+    `training.fit.FittedModel`), which is then saved, logged and scored the same way."""
     import mlflow
 
     from forecaster.bundle import ModelBundle
@@ -112,16 +118,14 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
                         if kind == "network" else {}),
                      **({"forecaster.members": ",".join(fitted.baseline.names),
                          "forecaster.combine": fitted.baseline.combine} if kind == "ensemble" else {})})
-    mlflow.log_text(dump_config(config), "config.yaml")
+    mlflow.log_text(redact(dump_config(config)), "config.yaml")
     log_data_record(config, datamodule)
 
-    logger = EpochMlflowLogger(tracking_uri(config.tracking), run.info.run_id)
-    ckpt_dir = checkpoint_dir(config, checkpoint_name or name)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
+    ckpt_dir = resume_from or checkpoint_dir(config, checkpoint_name or name) / run.info.run_id
+    logger = EpochMlflowLogger(tracking_uri(config.tracking), run.info.run_id, ckpt_dir / UNLOGGED_METRICS)
     if fitted is None:
-        fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume,
-                           label=checkpoint_name or name)
+        fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume_from is not None,
+                           label=checkpoint_name or name, run_id=run.info.run_id)
     bundle = ModelBundle.from_fitted(config, datamodule, fitted)
     model_dir = ckpt_dir / "model"
     bundle.save(model_dir)  # first: an error in what follows cannot lose the trained model
@@ -149,10 +153,12 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume: bool
             _log_figures(forecasts or val_forecasts, datamodule, name, "test" if forecasts is not None else "validation",
                          bundle.calibration)
     except Exception as exc:
+        unlogged = (f" The per-epoch metrics the tracking store did not take are in {logger.fallback}."
+                    if logger.unlogged else "")
         raise ModelError(
-            f"{name}: training finished, but evaluating or logging the model failed ({type(exc).__name__}: {exc}). "
-            f"The trained model is saved in {model_dir}; forecast with it: forecaster predict --model {model_dir} "
-            f"--data YOUR_HISTORY.csv"
+            f"{name}: training finished, but evaluating or logging the model failed ({type(exc).__name__}: "
+            f"{redact(str(exc))}). The trained model is saved in {model_dir}; forecast with it: forecaster predict "
+            f"--model {model_dir} --data YOUR_HISTORY.csv.{unlogged}"
         ) from exc
     return TrainResult(
         name=name, kind=kind, metrics=metrics, run_id=run.info.run_id, model_uri=model_uri,
@@ -207,32 +213,37 @@ def _selection_calibration():
 
 def run(config: Config, resume: bool = False, kind: str = "network") -> TrainResult:
     """`forecaster train`: one model in one MLflow run; a rerun with `resume` continues the same run."""
-    import mlflow
-
-    from forecaster.training.fit import fit_model, global_rank
+    from forecaster.config import BASELINES
+    from forecaster.training.fit import fit_model, global_rank, latest_resumable
 
     name = model_name(config, kind)
+    if resume and kind in BASELINES:
+        log.info("%s: a baseline has no checkpoint to resume; it is fitted anew", name)
+        resume = False
+    # A resume continues the newest training of this model that the config may continue, in its own MLflow run.
+    resume_from, run_id = None, None
+    if resume:
+        resume_from, identity = latest_resumable(config, checkpoint_dir(config, name))
+        run_id = identity["run_id"]
     devices = config.train.devices if isinstance(config.train.devices, int) else 1
     rank = global_rank(devices)
-    if rank != 0:
-        fitted = fit_model(config, prepare_data(config), kind, checkpoint_dir(config, name), resume=resume)
+    if rank != 0:  # it joins rank zero's fit; rank zero alone writes the checkpoints
+        folder = resume_from or checkpoint_dir(config, name) / f"rank-{rank}"
+        fitted = fit_model(config, prepare_data(config), kind, folder, resume=resume)
         return TrainResult(name=name, kind=kind, metrics={}, run_id="", model_uri=None, n_params=fitted.n_params,
                            train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch, rank=rank)
     setup_tracking(config.tracking)
     datamodule = prepare_data(config)
-    run_id = None
-    if resume:
-        record = checkpoint_dir(config, name) / "run.json"
-        run_id = json.loads(record.read_text())["run_id"] if record.is_file() else None
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name):
-        return train_in_run(config, datamodule, kind=kind, resume=resume)
+    with tracked_run(run_id=run_id, run_name=None if run_id else name):
+        return train_in_run(config, datamodule, kind=kind, resume_from=resume_from)
 
 
 def _loggable_params(config: Config, kind: str) -> dict[str, Any]:
     flat = config.flat()
     if kind != "network":
         flat = {key: value for key, value in flat.items() if not key.startswith(("model.", "train."))}
-    return {key: json.dumps(value) if isinstance(value, list | dict) else value for key, value in flat.items()}
+    return {key: redact(json.dumps(value) if isinstance(value, list | dict) else value)
+            for key, value in flat.items()}
 
 
 def _log_figures(forecasts, datamodule, name: str, split: str, calibration=None) -> None:
@@ -242,6 +253,7 @@ def _log_figures(forecasts, datamodule, name: str, split: str, calibration=None)
 
     from forecaster import plots
     from forecaster.metrics import error_by_step
+    from forecaster.outputs import safe_file_name
 
     errors = error_by_step(forecasts.pred, forecasts.actual)
     mlflow.log_table(pd.DataFrame({"step": range(1, len(errors["mse"]) + 1), **errors}), "error_by_step.json")
@@ -266,7 +278,7 @@ def _log_figures(forecasts, datamodule, name: str, split: str, calibration=None)
                                        f"{name}: {series_id}, {panel.targets[0]} (first {split} window)",
                                        bands={level: (lo[index, :, 0], hi[index, :, 0])
                                               for level, (lo, hi) in bands.items()})
-        mlflow.log_figure(fig, f"plots/forecast_{series_id}.png")
+        mlflow.log_figure(fig, f"plots/forecast_{safe_file_name(series_id)}.png")
         plots.close(fig)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from forecaster.config import BASELINES, Config, build_config
 from forecaster.errors import ConfigError, ForecasterError, TrainingError
-from forecaster.tracking import setup_tracking, state_dir, tracking_uri
+from forecaster.tracking import redact, setup_tracking, state_dir, tracking_uri
 from . import tune_tracking as tracking
 from .init import yaml_entry
 from .train import model_name
@@ -56,7 +56,7 @@ class TuneResult:
         return {"best_value": self.best_value, "metric": f"val_{self.metric}", "best_params": self.best_params,
                 "best_trial": self.best_trial, "trials": self.trials, "completed": self.completed,
                 "pruned": self.pruned, "failed": self.failed, "config_path": self.config_path,
-                "run_id": self.run_id, "study": self.study, "storage": self.storage,
+                "run_id": self.run_id, "study": self.study, "storage": redact(self.storage),
                 "compare": self.compare.summary() if self.compare is not None else None}
 
 
@@ -290,7 +290,7 @@ def _finish(client, study, config: Config, parent_id: str, output: Path, url: st
     text = render_tuned(config, tuned, best, study, parent_id, config_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
-    client.log_text(parent_id, text, "tuned.yaml")
+    client.log_text(parent_id, redact(text), "tuned.yaml")
     table = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
     client.log_text(parent_id, table.to_csv(index=False), "tune/trials.csv")
     tracking.log_plots(client, study, parent_id)

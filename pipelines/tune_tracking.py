@@ -10,6 +10,7 @@ import time
 import yaml
 
 from forecaster.config import Config
+from forecaster.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def parent_run(client, study, experiment_id: str, config: Config, space, url: st
             log.info("the study's MLflow run %s is gone; opening a new one", run_id)
     run = client.create_run(experiment_id, run_name=f"tune-{study.study_name}",
                             tags={"forecaster.job": "tune", "forecaster.tune.study": study.study_name,
-                                  "forecaster.tune.storage": url})
+                                  "forecaster.tune.storage": redact(url)})
     run_id = run.info.run_id
     client.log_dict(run_id, {name: values if isinstance(values, list) else values.model_dump()
                              for name, values in space.items()}, "tune/space.json")
@@ -78,8 +79,8 @@ def log_trials(client, study, config: Config, experiment_id: str, parent_id: str
         if "config" in trial.user_attrs:
             from forecaster.config import unflatten
 
-            client.log_text(run.info.run_id, yaml.safe_dump(unflatten(trial.user_attrs["config"]), sort_keys=False),
-                            "config.yaml")
+            text = yaml.safe_dump(unflatten(trial.user_attrs["config"]), sort_keys=False)
+            client.log_text(run.info.run_id, redact(text), "config.yaml")
         ended = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
         client.set_terminated(run.info.run_id, status="FAILED" if trial.state.name == "FAIL" else "FINISHED",
                               end_time=ended)

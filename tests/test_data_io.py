@@ -76,3 +76,21 @@ def test_a_different_delimiter_is_sniffed_and_named(tmp_path, delimiter, configu
 def test_configured_semicolon_reads_a_semicolon_file(tmp_path):
     frame = read_table(DataConfig(delimiter=";"), write(tmp_path, "a.csv", ROWS.replace(",", ";")))
     assert frame["value"].tolist() == [1.5, 2.5]
+
+
+def test_series_ids_are_kept_exactly_as_written_in_csv_and_parquet(tmp_path):
+    """Ids that look like numbers stay text: 007 and 7 are two series, 1e3 is not 1000."""
+    from forecaster.data.panel import build_panel
+
+    ids = ["007", "7", "1e3", "0042"]
+    stamps = pd.date_range("2024-01-01", periods=30, freq="h").strftime("%Y-%m-%d %H:%M")
+    frame = pd.DataFrame({"site": [i for i in ids for _ in stamps], "timestamp": list(stamps) * len(ids),
+                          "value": range(30 * len(ids))})
+    csv = tmp_path / "ids.csv"
+    frame.to_csv(csv, index=False)
+    cfg = DataConfig(path=str(csv), series_id="site", target="value")
+    assert build_panel(read_table(cfg), cfg, source=str(csv)).series_ids == ids
+    parquet = tmp_path / "ids.parquet"
+    frame.assign(site=frame["site"].map({"007": 7, "7": 8, "1e3": 9, "0042": 10})).to_parquet(parquet)
+    cfg = DataConfig(path=str(parquet), series_id="site", target="value")
+    assert build_panel(read_table(cfg), cfg, source=str(parquet)).series_ids == ["7", "8", "9", "10"]

@@ -62,6 +62,7 @@ def test_demo_file_is_long_hourly_with_gaps_filled(demo_csv, tmp_path):
     assert {"ets", "theta"} <= set(config.compare.models)  # the affordable statistical types; not mstl, arima
     assert config.compare.metric == "mase"  # scale-free per series: no series dominates the ranking
     assert config.model.loss == "mae"  # the loss that matches an absolute-error ranking
+    assert config.model.linear_skip  # chosen on the suite's validation scores
 
 
 def test_etth1_is_wide_with_ot_as_target(etth1_csv, tmp_path):
@@ -81,7 +82,8 @@ def test_weekly_series_with_gaps_gets_interpolate_and_holdout_sizes(tmp_path):
     _weekly(150, absent=[40, 41, 90], empty=[10, 120]).to_csv(path, index=False)
     result, config = _init_and_load(path, tmp_path / "visits.yaml")
     assert (result.timestamp, result.freq, result.layout) == ("week", "W-SUN", "wide")
-    assert (result.targets, result.covariates) == (["sales"], ["price"])  # the usual name wins over the position
+    # the usual name wins over the position; a price is set in advance, so it is a known-future covariate
+    assert (result.targets, result.covariates, result.future_covariates) == (["sales"], [], ["price"])
     assert (result.gaps, result.missing_cells) == (3, 2)
     assert config.data.missing == "interpolate"
     assert (config.window.lookback, config.window.horizon) == (52, 13)
@@ -210,3 +212,34 @@ def test_a_written_config_trains(tmp_path):
     })
     trained = train.run(config, kind="naive")
     assert trained.model_uri and np.isfinite(trained.metrics["mae"])
+
+
+@pytest.mark.parametrize("hostile", ["sales\npredict:\n  output: /tmp/owned", "price # per unit", "a: b", "it's \"q\"",
+                                     "x\u2028schedule: {retrain: true}"])
+def test_a_header_that_would_break_yaml_round_trips_and_injects_nothing(tmp_path, hostile):
+    path = tmp_path / "hostile.csv"
+    stamps = pd.date_range("2023-01-01", periods=300, freq="D")
+    pd.DataFrame({"date": stamps.strftime("%Y-%m-%d"), hostile: np.linspace(1, 2, 300),
+                  "units": np.arange(300) % 7 * 1.5}).to_csv(path, index=False)
+    result = init.run(path, tmp_path / "hostile.yaml")
+    written = yaml.safe_load((tmp_path / "hostile.yaml").read_text())
+    assert set(written) == {"data", "window", "split", "model", "train", "tracking", "registry", "compare"}
+    data = load_config(result.config_path).data
+    assert written["data"]["target"] == "units" and [*data.covariates, *data.future_covariates] == [hostile]
+
+
+def test_columns_known_in_advance_are_written_as_future_covariates_and_said_so(tmp_path):
+    path = tmp_path / "shop.csv"
+    stamps = pd.date_range("2023-01-01", periods=300, freq="D")
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"date": stamps.strftime("%Y-%m-%d"), "footfall": rng.normal(100, 5, 300).round(1),
+                  "holiday": (stamps.dayofweek == 6).astype(int), "unit_price": np.linspace(2, 3, 300).round(2),
+                  "load_forecast": rng.normal(5, 1, 300).round(2), "sales": rng.poisson(20, 300)}
+                 ).to_csv(path, index=False)
+    result, config = _init_and_load(path, tmp_path / "shop.yaml")
+    assert config.data.targets == ["sales"]
+    assert config.data.covariates == ["footfall"]
+    assert config.data.future_covariates == ["holiday", "unit_price", "load_forecast"]
+    text = (tmp_path / "shop.yaml").read_text()
+    assert "known in advance" in text and "--future FILE" in text
+    assert "known ahead (data.future_covariates): holiday, unit_price, load_forecast" in init.format_result(result)

@@ -29,6 +29,7 @@ DATA = {"one-target": (1, 0, 0), "three-targets": (3, 1, 2)}
 OPTIONS = {
     "plain": {"channel_independent": False, "revin": False},
     "channel-independent+revin+quantiles": {"channel_independent": True, "revin": True, "n_outputs": 3},
+    "linear-skip+quantiles": {"channel_independent": False, "revin": True, "n_outputs": 3, "linear_skip": True},
     "bidirectional+attention": {"channel_independent": False, "revin": True, "bidirectional": True, "attention": True},
 }
 
@@ -215,6 +216,31 @@ def test_channel_independent_targets_do_not_see_each_other(strategy):
     changed = net(x_past, batch["x_future"])
     assert not torch.allclose(changed[:, :, 0], pred[:, :, 0])
     assert torch.equal(changed[:, :, 1:], pred[:, :, 1:]), "target 0 leaked into the others"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("channel_independent", [True, False])
+@torch.no_grad()
+def test_linear_skip_adds_a_linear_map_of_each_targets_lookback(strategy, channel_independent):
+    torch.manual_seed(0)
+    with_skip = build(strategy, "three-targets", "gru", channel_independent=channel_independent, revin=False,
+                      n_outputs=3, linear_skip=True).eval()
+    without = build(strategy, "three-targets", "gru", channel_independent=channel_independent, revin=False,
+                    n_outputs=3).eval()
+    without.load_state_dict({k: v for k, v in with_skip.state_dict().items() if not k.startswith("skip.")})
+    batch = make_batch("three-targets")
+    x_past, x_future = batch["x_past"], batch["x_future"]
+    assert torch.equal(with_skip(x_past, x_future), without(x_past, x_future)), "a new skip path must start at zero"
+
+    with_skip.skip.weight.normal_()
+    with_skip.skip.bias.normal_()
+    added = with_skip(x_past, x_future) - without(x_past, x_future)  # [B, H, T, Q]
+    weight, bias = with_skip.skip.weight, with_skip.skip.bias  # [H, L], [H]
+    for t in range(3):
+        expected = x_past[:, :, t] @ weight.T + bias  # [B, H]: target t's own lookback only
+        for q in range(3):
+            torch.testing.assert_close(added[:, :, t, q], expected, atol=1e-4, rtol=1e-4)
+    assert "linear skip" in with_skip.describe()
 
 
 def test_from_config_builds_quantile_outputs_around_the_median():

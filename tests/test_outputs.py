@@ -140,3 +140,14 @@ def test_a_replacement_that_fails_leaves_the_old_file_marked_incomplete(tmp_path
     assert paths.forecast.read_bytes() == old_bytes
     assert outputs.existing_manifest(paths) is None
     assert [p.name for p in tmp_path.iterdir()] == [paths.forecast.name]
+
+
+def test_names_made_from_ids_are_safe_and_never_collide():
+    from forecaster.outputs import safe_file_name
+
+    ids = ["site_a", "../../etc/passwd", "a/b", "a_b", "x" * 300, "x" * 299 + "y", "Zürich", ".hidden", "a\nb"]
+    names = [safe_file_name(i) for i in ids]
+    assert names[0] == "site_a" and names[3] == "a_b"  # a safe id is kept as it is
+    assert len(set(names)) == len(ids)
+    for name in names:
+        assert len(name) <= 70 and not name.startswith(".") and all(c.isalnum() or c in "._-" for c in name)

@@ -19,7 +19,7 @@ import pytest
 
 from forecaster import outputs
 from forecaster.config import Config, ScheduleConfig
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError, ForecasterError, Interrupted
 from forecaster_pipelines import schedule
 from forecaster_pipelines.schedule import CycleReport
 
@@ -72,7 +72,8 @@ def test_bad_schedule_settings_name_the_key(tmp_path, key, value, expected):
 
 def test_fast_schedule_writes_outputs_without_overlapping_runs(tmp_path):
     """Every second, with cycles that take longer than that: ticks that fall during a cycle are skipped, never
-    run beside it. A SIGTERM during the second cycle lets that cycle finish its output, then the scheduler exits."""
+    run beside it. A SIGTERM during the second cycle lets that cycle finish its output, then the scheduler stops,
+    saying it was interrupted (the CLI exits 143, never 0)."""
     config = make_config(tmp_path, cron="* * * * * *")
     spans: list[tuple[float, float]] = []
     active = threading.Semaphore(1)
@@ -89,7 +90,9 @@ def test_fast_schedule_writes_outputs_without_overlapping_runs(tmp_path):
         active.release()
         return CycleReport("written", output=str(path))
 
-    assert schedule.run(config, cycle=slow_cycle) == 0
+    with pytest.raises(Interrupted) as stopped:
+        schedule.run(config, cycle=slow_cycle)
+    assert stopped.value.exit_code == 143 and "2 finished cycle(s)" in stopped.value.kept[0]
 
     assert len(spans) == 2
     assert spans[0][1] <= spans[1][0]
@@ -111,7 +114,9 @@ def test_a_failing_cycle_is_logged_and_the_scheduler_goes_on(tmp_path):
         os.kill(os.getpid(), signal.SIGINT)
         return CycleReport("skipped-existing", output="outputs/x.csv")
 
-    assert schedule.run(config, cycle=flaky_cycle) == 0
+    with pytest.raises(Interrupted) as stopped:
+        schedule.run(config, cycle=flaky_cycle)
+    assert stopped.value.exit_code == 130
     records = history(config)
     assert [r["status"] for r in records] == ["failed", "skipped-existing"]
     assert "site_b has 3 rows" in records[0]["error"]
@@ -238,10 +243,11 @@ def test_the_schedule_command_forecasts_refuses_a_second_scheduler_and_stops_on_
         assert "another scheduler is running" in second.stderr and f"process {scheduler.pid}" in second.stderr
 
         scheduler.send_signal(signal.SIGTERM)
-        assert scheduler.wait(timeout=60) == 0
+        assert scheduler.wait(timeout=60) == 143
     finally:
         scheduler.kill()
         log = scheduler.stderr.read()
+    assert "interrupted by SIGTERM: kept" in log
     statuses = [record["status"] for record in history(config)]
     assert statuses[:2] == ["written", "skipped-existing"], log  # same model and origin: idempotent
     files = sorted(p.name for p in (tmp_path / "out").iterdir())

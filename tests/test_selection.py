@@ -129,6 +129,24 @@ def test_alias_moves_when_the_challenger_beats_the_champion_on_new_rows(tmp_path
         version.tags["forecaster.challenge.champion_score"])
 
 
+def test_the_champion_challenge_runs_no_code_stored_in_the_registry(tmp_path):
+    """The champion's stored pyfunc code is changed in the artifact store (as anyone with write access could):
+    compare must score the champion from its JSON and weights without importing that code."""
+    values = slow_cycle(900)
+    state = tmp_path / "state"
+    register_champion(config_for(write_series(tmp_path / "early.csv", values[:600]), state), "naive")
+    marker = tmp_path / "stored-code-ran"
+    stored = list(state.rglob("pyfunc_model.py"))
+    assert stored, "the registered model keeps its code in the store"
+    for path in stored:
+        path.write_text(f"open({str(marker)!r}, 'w').close()\n" + path.read_text())
+    config = config_for(write_series(tmp_path / "full.csv", values), state,
+                        **{"compare.models": ["naive", "seasonal_naive"]})
+    result = compare.run(config)
+    assert result.challenge.compared
+    assert not marker.exists()
+
+
 def test_a_margin_keeps_a_champion_that_is_only_slightly_worse(tmp_path):
     values = slow_cycle(900)
     state = tmp_path / "state"
@@ -214,3 +232,26 @@ def test_train_with_an_empty_test_split_from_the_cli(tmp_path, empty_test):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert "mse" not in summary and summary["val_mse"] > 0 and summary["model_uri"].startswith("models:/")
     assert "no test metrics" in result.stdout
+
+
+def test_two_compares_at_once_on_one_registry_name_never_both_promote(tmp_path):
+    """Two `forecaster compare` processes start together on a new store: both create (or find) the experiment,
+    both may find no champion, but the second to promote judges again against the first's winner, so exactly one
+    moves the alias and it ends on that one."""
+    from forecaster.config import dump_config
+
+    config = config_for(write_series(tmp_path / "cycle.csv", slow_cycle(700)), tmp_path / "state",
+                        **{"compare.models": ["naive", "seasonal_naive", "linear"]})
+    path = tmp_path / "compare.yaml"
+    path.write_text(dump_config(config))
+    command = [sys.executable, "-m", "forecaster_pipelines", "compare", str(path), "--json"]
+    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outcomes = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    moved = [outcome for outcome in outcomes if outcome["alias_moved"]]
+    assert len(moved) == 1, [outcome["decision"] for outcome in outcomes]
+    assert champion_version(config) == moved[0]["registered_version"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -169,3 +170,40 @@ def test_forecaster_ui_serves_the_embedded_store(compared, repo_root, tmp_path):
         assert run["info"]["run_id"] == result.parent_run_id
     finally:
         stop(process)
+
+
+def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_output(mlflow_server, tmp_path, shrink,
+                                                                       tmp_path_factory):
+    """The URI's credentials go to the server (as basic auth) and nowhere else: not into params, tags, the config
+    artifact, the model's bundle.json, the store's files or what `train` prints."""
+    secret, tune_secret = "s3cret-Pw-7731", "tune-Pw-4409"
+    uri = mlflow_server.replace("http://", f"http://alice:{secret}@")
+    config = shrink("demo-lstm.yaml", tmp_path / "state", **{
+        "tracking.uri": uri, "tune.storage": f"postgresql://bob:{tune_secret}@db.example/optuna"})
+    result = train.run(config)
+    printed = train.format_result(result) + json.dumps(result.summary())
+    run = MlflowClient(mlflow_server).get_run(result.run_id)
+    assert run.data.params["tracking.uri"] == mlflow_server.replace("http://", "http://alice:***@")
+    assert "bob:***@" in run.data.params["tune.storage"]
+    server_roots = list(Path(tmp_path_factory.getbasetemp()).glob("server*"))
+    files = [path for root in [tmp_path, *server_roots] for path in root.rglob("*") if path.is_file()]
+    assert any(path.name == "bundle.json" for path in files) and any(path.name == "mlflow.db" for path in files)
+    for text in (secret, tune_secret):
+        assert text not in printed
+        leaked = [str(path) for path in files if text.encode() in path.read_bytes()]
+        assert not leaked, f"{text} written to {leaked}"
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("postgresql://bob:p@ss@db:5432/mlflow", "postgresql://bob:***@db:5432/mlflow"),
+    ("https://u:pw@host/api?token=abc&page=2", "https://u:***@host/api?token=***&page=2"),
+    ("mysql+pymysql://u:pw@h/d?sas=zz", "mysql+pymysql://u:***@h/d?sas=***"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),  # a port is not a password
+    ("http://user@host:5000/a@b", "http://user@host:5000/a@b"),
+    ("sqlite:////home/me/.forecaster/mlflow.db", "sqlite:////home/me/.forecaster/mlflow.db"),
+])
+def test_redact_hides_uri_credentials_and_keeps_everything_else(uri, expected):
+    from forecaster.tracking import redact
+
+    assert redact(uri) == expected
+    assert redact(7) == 7

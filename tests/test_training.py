@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from conftest import shrink_config
@@ -94,7 +95,6 @@ def test_gradient_norm_and_learning_rate_are_logged_every_epoch(tmp_path):
 def test_the_epoch_training_loss_is_the_window_weighted_mean_of_its_steps(tmp_path):
     """train/loss is added up in the module rather than logged each step: the epoch figure must still be the mean
     over every window the epoch trained on, the last, smaller batch weighted by its size."""
-    import pytorch_lightning as pl
 
     class Steps(pl.Callback):
         def __init__(self):
@@ -146,7 +146,6 @@ class ScriptedValidation:
 
     @staticmethod
     def build(losses):
-        import pytorch_lightning as pl
 
         class Module(pl.LightningModule):
             def __init__(self):
@@ -172,7 +171,6 @@ class ScriptedValidation:
 
 
 def scripted_fit(losses, epochs, folder, resume=False):
-    import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from forecaster.training.callbacks import BestWeights
@@ -229,9 +227,59 @@ def test_training_without_validation_rows_keeps_the_last_epoch(tmp_path):
     assert fitted.epochs_run == 2 and fitted.best_epoch is None and fitted.best_val_loss is None
 
 
-def test_a_checkpoint_without_its_config_record_is_not_resumed(tmp_path):
+def test_a_checkpoint_that_does_not_say_which_training_wrote_it_is_not_resumed(tmp_path):
     config = sine_config(tmp_path, **{"train.max_epochs": 1})
-    fit_network(config, prepare_data(config), tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "config.json").unlink()  # as an earlier forecaster left its checkpoints
+    scripted_fit([1.0], 1, tmp_path / "ckpt")  # Lightning's own checkpoint, as an earlier forecaster wrote them
     with pytest.raises(TrainingError, match="earlier forecaster"):
         fit_network(config, prepare_data(config), tmp_path / "ckpt", resume=True)
+
+
+def test_a_truncated_checkpoint_is_refused_with_what_to_do(tmp_path):
+    config = sine_config(tmp_path, **{"train.max_epochs": 1})
+    fit_network(config, prepare_data(config), tmp_path / "ckpt")
+    last = tmp_path / "ckpt" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(TrainingError, match="cannot be read.*train anew"):
+        fit_network(config, prepare_data(config), tmp_path / "ckpt", resume=True)
+
+
+def test_an_interrupted_epoch_loses_only_itself_and_the_resume_equals_an_uninterrupted_training(tmp_path):
+    """Stopped by an exception in the middle of epoch 3 (as a signal would), the checkpoint holds epoch 2; the
+    resumed training draws the same shuffles and dropout masks and ends with the same weights."""
+    config = sine_config(tmp_path, **{"model.dropout": 0.2, "model.num_layers": 2, "train.max_epochs": 4})
+
+    class Stop(Exception):
+        pass
+
+    class StopInEpochThree(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 2 and batch_idx == 2:
+                raise Stop
+
+    whole = fit_network(config, prepare_data(config), tmp_path / "whole")
+    with pytest.raises(Stop):
+        fit_network(config, prepare_data(config), tmp_path / "cut", extra_callbacks=[StopInEpochThree()])
+    checkpoint = torch.load(tmp_path / "cut" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 1  # epochs 0 and 1 finished; epoch 2 was lost
+    resumed = fit_network(config, prepare_data(config), tmp_path / "cut", resume=True)
+    assert (resumed.epochs_run, resumed.best_epoch) == (whole.epochs_run, whole.best_epoch)
+    for p, q in zip(whole.network.parameters(), resumed.network.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_a_new_training_never_continues_an_older_checkpoint_left_in_its_folder(tmp_path):
+    config = sine_config(tmp_path, **{"train.max_epochs": 1})
+    fit_network(config, prepare_data(config), tmp_path / "ckpt")
+    other = config.with_overrides({"train.lr": 0.002})
+
+    class Stop(Exception):
+        pass
+
+    class StopAtOnce(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit_network(other, prepare_data(other), tmp_path / "ckpt", extra_callbacks=[StopAtOnce()])
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        fit_network(other, prepare_data(other), tmp_path / "ckpt", resume=True)

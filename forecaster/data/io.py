@@ -24,7 +24,8 @@ def read_table(cfg: DataConfig, path: str | Path | None = None) -> pd.DataFrame:
     """Read `path` (default `cfg.path`) as CSV or Parquet; the format comes from `cfg.format` or the extension.
 
     Returns the file's columns as they are (N rows, default RangeIndex): timestamps and numbers are parsed
-    later, so that a bad cell can be reported with its column, series and row.
+    later, so that a bad cell can be reported with its column, series and row. Series ids are text exactly as
+    written (`007` stays `007`, not 7), whatever the column looks like.
     """
     file = Path(path if path is not None else cfg.path)
     if not file.is_file():
@@ -32,10 +33,13 @@ def read_table(cfg: DataConfig, path: str | Path | None = None) -> pd.DataFrame:
             f"data file not found: {file} (data.path). Check the path; a relative path is read from the "
             f"current directory ({Path.cwd()})."
         )
+    ids = cfg.series_id
     if file_format(file, cfg.format) == "parquet":
         frame = _read_parquet(file)
+        if ids in frame and not pd.api.types.is_string_dtype(frame[ids]):
+            frame[ids] = frame[ids].map(str, na_action="ignore")  # an integer column's 7 is the id '7'
     else:
-        frame = _read_csv(file, cfg.delimiter)
+        frame = _read_csv(file, cfg.delimiter, text=[ids] if ids else [])
     if frame.empty:
         raise DataError(f"{file}: the file has a header but no data rows. Point data.path at a file with data.")
     return frame
@@ -56,13 +60,13 @@ def file_format(file: Path, configured: str = "auto") -> str:
     )
 
 
-def _read_csv(file: Path, delimiter: str) -> pd.DataFrame:
+def _read_csv(file: Path, delimiter: str, text: list[str] = ()) -> pd.DataFrame:
     header, sample = peek_lines(file)
     if not header:
         raise DataError(f"{file}: the file is empty. Expected a header line and data rows.")
     _check_delimiter(file, header, sample, delimiter)
     try:
-        return pd.read_csv(file, sep=delimiter)
+        return pd.read_csv(file, sep=delimiter, dtype={name: str for name in text})
     except pd.errors.EmptyDataError:
         raise DataError(f"{file}: the file is empty. Expected a header line and data rows.") from None
     except pd.errors.ParserError as exc:

@@ -63,6 +63,14 @@ class PanelScaler:
             mean, scale = mean[..., None], scale[..., None]
         return y * scale + mean
 
+    def scale_columns(self, x: np.ndarray, series: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """`x` [S, H, k] of the named columns in original units, standardised with series `series` [S]'s
+        statistics (indexes of `series_ids_`), float32."""
+        where = [self.columns_.index(name) for name in columns]
+        mean = self.mean_[np.asarray(series, dtype=np.int64)][:, where][:, None, :]  # [S, 1, k]
+        scale = self.scale_[np.asarray(series, dtype=np.int64)][:, where][:, None, :]
+        return ((np.asarray(x, dtype=np.float64) - mean) / scale).astype(np.float32)
+
     def series_index(self, series_ids: Sequence[str]) -> np.ndarray:
         """[len(series_ids)] int64 rows of `mean_`/`scale_`; an unseen id is a `DataError`."""
         position = {sid: i for i, sid in enumerate(self.series_ids_)}

@@ -23,7 +23,10 @@ The core is an encoder (forecaster.models.encoder) that reads the lookback and a
   back, so errors do not accumulate.
 
 Two wrappers act around any of them: RevIN (normalise the targets per window, restore the forecast) and channel
-independence (each target variable a row of its own through shared weights).
+independence (each target variable a row of its own through shared weights). A linear skip path (`linear_skip`)
+may run beside the recurrence: one linear map from the (normalised) lookback of each target to its horizon, added to
+every output (as in DLinear/NLinear, Zeng et al., 2023): the recurrence then has to learn only what a linear model
+on lags misses. It starts at zero, so a new network begins as it would without it.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class RecurrentForecaster(nn.Module):
         n_outputs: int = 1, *, cell: str = "lstm", strategy: str = "direct", hidden_size: int = 64,
         num_layers: int = 2, dropout: float = 0.1, bidirectional: bool = False, attention: bool = False,
         channel_independent: bool = True, revin: bool = True, revin_affine: bool = True,
-        point_index: int | None = None, segment_length: int | None = None,
+        point_index: int | None = None, segment_length: int | None = None, linear_skip: bool = False,
     ):
         super().__init__()
         self.n_targets, self.n_past_features, self.n_future_features = n_targets, n_past_features, n_future_features
@@ -112,6 +115,7 @@ class RecurrentForecaster(nn.Module):
         self.n_covariates = n_past_features - n_targets
         self.revin = RevIN(n_targets, affine=revin_affine) if revin else None
         self.encoder, self.decoder = STRATEGIES[strategy](self)
+        self.skip = _zero_linear(lookback, horizon) if linear_skip else None
 
     @classmethod
     def from_config(cls, model: ModelConfig, n_targets: int, n_past_features: int, n_future_features: int,
@@ -124,6 +128,7 @@ class RecurrentForecaster(nn.Module):
             cell=model.cell, strategy=model.strategy, hidden_size=model.hidden_size, num_layers=model.num_layers,
             dropout=model.dropout, bidirectional=model.bidirectional, attention=model.attention,
             channel_independent=model.channel_independent, revin=model.revin, segment_length=model.segment_length,
+            linear_skip=model.linear_skip,
         )
 
     def forward(self, x_past: torch.Tensor, x_future: torch.Tensor, y: torch.Tensor | None = None,
@@ -149,6 +154,9 @@ class RecurrentForecaster(nn.Module):
             x_future = x_future.repeat_interleave(self.n_targets, dim=0)  # [B, H, Ff] -> [B*T, H, Ff]
         memory, state = self.encoder(targets, covariates)
         pred = self.decoder(memory, state, targets[:, -1], x_future, teacher)  # [B', H, C, Q]
+        if self.skip is not None:  # one shift for every quantile, so their order is kept
+            linear = self.skip(targets.transpose(1, 2))  # [B', C, L] -> [B', C, H]
+            pred = pred + linear.transpose(1, 2).unsqueeze(-1)  # [B', H, C, 1] broadcast over Q
         if self.channel_independent:
             pred = pred.reshape(batch, self.n_targets, self.horizon, self.n_outputs).transpose(1, 2)  # [B, H, T, Q]
         if self.revin is not None:
@@ -183,7 +191,8 @@ class RecurrentForecaster(nn.Module):
     def describe(self) -> str:
         """One line for logs: 'gru seq2seq (2x64, bidirectional, attention, RevIN), Q=3: 52,417 parameters'."""
         flags = {"bidirectional": self.bidirectional, "attention": self.attention,
-                 "channel-independent": self.channel_independent, "RevIN": self.revin is not None}
+                 "channel-independent": self.channel_independent, "RevIN": self.revin is not None,
+                 "linear skip": self.skip is not None}
         flags[f"segments of {self.segment_length}"] = self.strategy == "segment"
         options = ", ".join([f"{self.num_layers}x{self.hidden_size}", *(name for name, on in flags.items() if on)])
         n_parameters = sum(p.numel() for p in self.parameters())
@@ -229,6 +238,14 @@ def _draw(y: torch.Tensor | None, teacher_forcing: float) -> bool:
     if y is None or teacher_forcing <= 0.0:
         return False
     return teacher_forcing >= 1.0 or torch.rand(()).item() < teacher_forcing
+
+
+def _zero_linear(n_in: int, n_out: int) -> nn.Linear:
+    """A linear map that starts at zero: the network begins as it would without the skip path."""
+    layer = nn.Linear(n_in, n_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def _one_row_per_target(x: torch.Tensor) -> torch.Tensor:

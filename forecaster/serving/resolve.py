@@ -197,4 +197,6 @@ def _folder_digest(folder: Path) -> str:
 def _store() -> str:
     import mlflow
 
-    return f"the MLflow store at {mlflow.get_tracking_uri()}"
+    from forecaster.tracking import redact
+
+    return f"the MLflow store at {redact(mlflow.get_tracking_uri())}"

@@ -207,7 +207,7 @@ def _read_history(session, bundle: ModelBundle, path: Path):
     data = bundle.config.data
     if not path.exists():
         raise DataError(f"data file not found: {path} (predict.data)")
-    numeric = [*data.targets, *data.covariates]
+    numeric = [*data.targets, *data.covariates, *data.future_covariates]
     text = [data.timestamp, *([data.series_id] if data.series_id else [])]
     if file_format(path, data.format) == "csv":
         schema = T.StructType([T.StructField(name, T.StringType()) for name in text]

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
+import os
+import random
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -34,6 +40,67 @@ class TimeLimit(pl.Callback):
             logging.getLogger("forecaster.training").info(
                 "%s: stopping after epoch %d: %.0f s of the %.0f s allowed (train.max_minutes) are spent",
                 self.label or "training", trainer.current_epoch + 1, elapsed, self.seconds)
+
+
+class EpochCheckpoint(Checkpoint):
+    """Write `last.ckpt` at the end of every training epoch, atomically, so that kill -9, Ctrl-C or SIGTERM in any
+    later epoch loses that epoch only (`train --resume` continues from here).
+
+    The checkpoint is Lightning's (weights, optimiser, LR schedule, loops, every callback's state: the best weights
+    so far, early stopping) plus, in this callback's own state, the random generators' states and `identity`: a
+    JSON-able record of which training wrote it (its MLflow run and config), which `--resume` checks. Nothing in it
+    needs pickle: it loads with `torch.load(weights_only=True)`. Subclassing `Checkpoint` makes Lightning call it
+    after the other callbacks, so the states it saves are the epoch's final ones.
+    """
+
+    FILE = "last.ckpt"
+
+    def __init__(self, folder: Path, identity: dict[str, Any]):
+        self.folder, self.identity = Path(folder), identity
+        self.saved_epoch: int | None = None  # the last epoch this process wrote, counted from 1
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.FILE
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        partial = self.folder / f".{self.FILE}.{os.getpid()}.partial"
+        trainer.save_checkpoint(partial, weights_only=False)  # all of it; every rank calls, rank zero writes
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)  # a reader sees the previous checkpoint or this one, never half of one
+        self.saved_epoch = trainer.current_epoch + 1
+
+    def describe(self) -> str:
+        """What an interruption now leaves: one phrase for the message the CLI prints."""
+        if self.saved_epoch is not None:
+            return f"the checkpoint of epoch {self.saved_epoch} in {self.folder}"
+        if self.path.is_file():
+            return f"the checkpoint it resumed from, in {self.folder} (no later epoch finished)"
+        return "no checkpoint (no epoch had finished)"
+
+    def state_dict(self) -> dict[str, Any]:
+        numpy_state = np.random.get_state()
+        return {"identity": self.identity, "torch_rng": torch.get_rng_state(),
+                "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+                "python_rng": random.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the random streams where the interrupted training left them, so that shuffling and dropout
+        draw what an uninterrupted training would have drawn."""
+        torch.set_rng_state(state_dict["torch_rng"])
+        name, keys, *rest = state_dict["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = state_dict["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def read_checkpoint_identity(path: Path) -> dict[str, Any] | None:
+    """The `identity` an `EpochCheckpoint` stored in the checkpoint at `path`; None when it holds none."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if key.startswith("EpochCheckpoint"):
+            return state.get("identity")
+    return None
 
 
 class BestWeights(pl.Callback):
@@ -113,11 +180,13 @@ class EpochMlflowLogger(Logger):
     Step-level values (`*_step`) are left to the progress bar.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, fallback: Path | None = None):
         super().__init__()
         self._tracking_uri = tracking_uri
         self._run_id = run_id
         self._client = None
+        self.fallback = fallback  # where epochs' metrics go when the tracking store does not take them
+        self.unlogged = 0  # epochs kept in `fallback` instead
 
     @property
     def name(self) -> str:
@@ -153,8 +222,24 @@ class EpochMlflowLogger(Logger):
             for key, value in metrics.items()
             if key != "epoch" and not key.endswith("_step") and math.isfinite(float(value))
         ]
-        if batch:
-            self.experiment.log_batch(self._run_id, metrics=batch)
+        if not batch:
+            return
+        if not self.unlogged:
+            try:
+                self.experiment.log_batch(self._run_id, metrics=batch)
+                return
+            except Exception as exc:  # a tracking server that went away must not stop the training
+                if self.fallback is None:
+                    raise
+                logging.getLogger("forecaster.training").warning(
+                    "the tracking store did not take epoch %d's metrics (%s: %s); training goes on, and this and "
+                    "later epochs' metrics are kept in %s", int(epoch) + 1, type(exc).__name__, exc, self.fallback)
+        self.unlogged += 1
+        self.fallback.parent.mkdir(parents=True, exist_ok=True)
+        with self.fallback.open("a") as handle:
+            for metric in batch:
+                handle.write(json.dumps({"key": metric.key, "value": metric.value, "step": metric.step,
+                                         "timestamp": metric.timestamp}) + "\n")
 
 
 def _now_ms() -> int:

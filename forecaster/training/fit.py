@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from forecaster.config import BASELINES, Config
-from forecaster.errors import TrainingError
+from forecaster.errors import Interrupted, TrainingError
 from forecaster.forecasting import Predictor
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,17 @@ def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
 
 def fit_network(
     config: Config, datamodule, checkpoint_dir: Path, logger=None, resume: bool = False, extra_callbacks=(),
-    label: str = "",
+    label: str = "", run_id: str | None = None,
 ) -> FittedModel:
-    """Train the network `config.model` describes; `label` names it in the per-epoch log lines."""
+    """Train the network `config.model` describes, writing `checkpoint_dir/last.ckpt` at every epoch end; with
+    `resume`, continue from that checkpoint (refused when another training wrote it). `label` names the training in
+    the per-epoch log lines; `run_id`, its MLflow run, is recorded in the checkpoint."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from forecaster.runtime import tune_allocator, tune_threads
-    from forecaster.training.callbacks import BestWeights, EpochLines, TimeLimit
+    from forecaster.training.callbacks import BestWeights, EpochCheckpoint, EpochLines, TimeLimit
 
     if any(word in config.train.strategy for word in ("spawn", "fork", "notebook")):
         raise TrainingError(f"train.strategy={config.train.strategy}: rank zero would train in a child process "
@@ -120,17 +124,18 @@ def fit_network(
     tune_allocator()
     tune_threads(config.train.threads)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = EpochCheckpoint(checkpoint_dir, training_identity(config, run_id))
     if resume:
-        check_resumable(config, checkpoint_dir)
+        check_resumable(config, checkpoint.path)
     else:
-        record_config(config, checkpoint_dir)
+        checkpoint.path.unlink(missing_ok=True)  # a new training never continues an older one's file
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
     validate = len(datamodule.val_dataset) > 0  # none when refitting on every row: the last epoch's weights are kept
     network = network_from_dims(config, data_dims(datamodule))
     bar = config.train.progress and sys.stderr.isatty()  # a bar on a terminal, one line per epoch in a log
     module = build_module(config, network, monitor="val/loss" if validate else "train/loss", step_loss=bar)
     best = BestWeights()
-    callbacks = [ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0), *extra_callbacks]
+    callbacks = [checkpoint, *extra_callbacks]
     if validate:
         callbacks.insert(0, best)
     if validate and config.train.patience > 0:
@@ -158,15 +163,19 @@ def fit_network(
         default_root_dir=str(checkpoint_dir),
         num_sanity_val_steps=0,
     )
-    ckpt_path = None
+    ckpt_path = str(checkpoint.path) if resume else None
     if resume:
-        last = checkpoint_dir / "last.ckpt"
-        if not last.is_file():
-            raise TrainingError(f"--resume: no checkpoint at {last}; train once without --resume first")
-        ckpt_path = str(last)
-        log.info("resuming from %s", last)
+        log.info("resuming from %s", checkpoint.path)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException as exc:  # Lightning's own answer to SIGTERM, a SystemExit(0): not a success
+        interrupted = Interrupted(signal.SIGTERM)
+        interrupted.kept.append(f"{label or 'training'}: {checkpoint.describe()}")
+        raise interrupted from exc
+    except Interrupted as exc:
+        exc.kept.append(f"{label or 'training'}: {checkpoint.describe()}")
+        raise
     seconds = time.perf_counter() - started
     if validate:
         if best.best_state is None:
@@ -193,33 +202,63 @@ RESUMABLE_CHANGES = ("train.max_epochs", "train.patience", "train.progress", "tr
                      "train.max_minutes")
 
 
-def record_config(config: Config, checkpoint_dir: Path) -> None:
-    """The config a training started with, beside its checkpoints, for `check_resumable`."""
-    (checkpoint_dir / "config.json").write_text(json.dumps(config.flat(), default=str, sort_keys=True))
+def training_identity(config: Config, run_id: str | None = None) -> dict:
+    """Which training a checkpoint belongs to: its MLflow run and the config values a resume may not change."""
+    values = json.loads(json.dumps(config.flat(), default=str))
+    return {"run_id": run_id, "config": {key: value for key, value in sorted(values.items())
+                                         if key.startswith(TRAINING_SECTIONS) and key not in RESUMABLE_CHANGES}}
 
 
-def check_resumable(config: Config, checkpoint_dir: Path) -> None:
-    """A resume continues the same training: any other config value than `RESUMABLE_CHANGES` is refused."""
-    record = checkpoint_dir / "config.json"
-    if not record.is_file():
-        if (checkpoint_dir / "last.ckpt").is_file():
-            raise TrainingError(f"--resume: the checkpoint in {checkpoint_dir} was written by an earlier forecaster, "
-                                f"which kept neither its config nor its best weights beside it (and whose network "
-                                f"laid out its parameters differently); train anew without --resume")
-        return
-    before, now = json.loads(record.read_text()), json.loads(json.dumps(config.flat(), default=str))
-    changed = sorted(key for key in before.keys() | now.keys()
-                     if key.startswith(TRAINING_SECTIONS) and key not in RESUMABLE_CHANGES
-                     and before.get(key) != now.get(key))
-    if changed:
-        listed = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in changed)
-        raise TrainingError(f"--resume: the config differs from the one the checkpoint in {checkpoint_dir} was "
-                            f"trained with: {listed}. Resume with the same values (only "
+def check_resumable(config: Config, checkpoint: Path) -> dict:
+    """The identity stored in `checkpoint`, if a resume with `config` may continue it; otherwise a TrainingError
+    that names what is missing or which config values differ."""
+    from forecaster.training.callbacks import read_checkpoint_identity
+
+    if not checkpoint.is_file():
+        raise TrainingError(f"--resume: no checkpoint at {checkpoint}; train once without --resume first")
+    try:
+        identity = read_checkpoint_identity(checkpoint)
+    except Exception as exc:  # a truncated or foreign file: torch says what it found
+        raise TrainingError(f"--resume: the checkpoint {checkpoint} cannot be read ({type(exc).__name__}: {exc}); "
+                            f"delete it and train anew without --resume") from None
+    if identity is None:
+        raise TrainingError(f"--resume: the checkpoint {checkpoint} was written by an earlier forecaster, which did "
+                            f"not record the training it belongs to; train anew without --resume")
+    differences = config_differences(identity["config"], training_identity(config)["config"])
+    if differences:
+        raise TrainingError(f"--resume: the config differs from the one the checkpoint {checkpoint} was trained "
+                            f"with: {differences}. Resume with the same values (only "
                             f"{', '.join(RESUMABLE_CHANGES)} may change), or train anew without --resume.")
+    return identity
+
+
+def latest_resumable(config: Config, folder: Path) -> tuple[Path, dict]:
+    """The newest training under `folder` (one subfolder per training) that `config` may continue, and its
+    identity. Refused, naming why, when there is none: the newest checkpoint's differences are the ones shown."""
+    checkpoints = sorted(folder.glob("*/last.ckpt"), key=lambda path: path.stat().st_mtime, reverse=True)
+    if not checkpoints:
+        if (folder / "last.ckpt").is_file():
+            raise TrainingError(f"--resume: the checkpoint in {folder} was written by an earlier forecaster, which "
+                                f"did not record the training it belongs to; train anew without --resume")
+        raise TrainingError(f"--resume: no checkpoint of this training under {folder}; train once without --resume "
+                            f"first")
+    refusals = []
+    for checkpoint in checkpoints:
+        try:
+            return checkpoint.parent, check_resumable(config, checkpoint)
+        except TrainingError as exc:
+            refusals.append(exc)
+    raise refusals[0]
+
+
+def config_differences(before: dict, now: dict) -> str:
+    """'key (old -> new), ...' over the keys whose values differ; empty when none do."""
+    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+    return ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in changed)
 
 
 def fit_model(config: Config, datamodule, kind: str, checkpoint_dir: Path, logger=None, resume=False,
-              label: str = "") -> FittedModel:
+              label: str = "", run_id: str | None = None) -> FittedModel:
     if kind in BASELINES:
         return fit_baseline(kind, config, datamodule)
-    return fit_network(config, datamodule, checkpoint_dir, logger=logger, resume=resume, label=label)
+    return fit_network(config, datamodule, checkpoint_dir, logger=logger, resume=resume, label=label, run_id=run_id)

@@ -1,0 +1,184 @@
+"""Faults caused for real: a `forecaster train` process killed with SIGKILL or stopped with SIGTERM mid-training,
+then resumed from the command line. Nothing finished is lost, the exit code says what happened, and the resumed
+training ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, shrink_config
+from mlflow import MlflowClient
+
+from forecaster.config import dump_config
+from forecaster.tracking import tracking_uri
+
+pytestmark = pytest.mark.slow  # CLI processes that import torch and MLflow and train for a few seconds
+
+EPOCHS = 12
+
+
+def write_config(tmp_path: Path, name: str) -> tuple[Path, object]:
+    """A training long enough to be caught mid-way (12 epochs of 25 batches, no early stop), in its own store."""
+    config = shrink_config("demo-lstm.yaml", tmp_path / name, **{
+        "train.max_epochs": EPOCHS, "train.limit_train_batches": 25, "train.patience": 0, "model.dropout": 0.2,
+        "tracking.experiment": "interrupt"})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(dump_config(config))
+    return path, config
+
+
+def forecaster(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "forecaster_pipelines", *args], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def checkpoints(config) -> list[Path]:
+    return list((Path(config.tracking.state_dir) / "checkpoints" / "interrupt").glob("*/*/last.ckpt"))
+
+
+def interrupt_after_two_epochs(process: subprocess.Popen, config, signum: int) -> int:
+    """Send `signum` once this process's checkpoint holds epoch 2 or later; the epoch it then holds."""
+    earlier = set(checkpoints(config))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        found = [path for path in checkpoints(config) if path not in earlier]
+        if found and torch.load(found[0], weights_only=True)["epoch"] >= 1:
+            process.send_signal(signum)
+            process.wait(timeout=60)
+            return torch.load(found[0], weights_only=True)["epoch"]
+        time.sleep(0.05)
+    pytest.fail(f"the training ended or hung before it could be interrupted: {process.communicate()}")
+
+
+def weights(config, result: dict) -> dict[str, torch.Tensor]:
+    """The saved model's weights: each training keeps its model in the checkpoint folder named by its run."""
+    [path] = (Path(config.tracking.state_dir) / "checkpoints" / "interrupt").glob(f"*/{result['run_id']}/model")
+    return torch.load(path / "weights.pt", weights_only=True)
+
+
+def run_to_end(*args: str) -> dict:
+    process = forecaster(*args, "--json")
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    path, config = write_config(tmp_path_factory.mktemp("whole"), "whole")
+    return config, run_to_end("train", str(path))
+
+
+def test_kill_9_mid_training_then_resume_ends_with_the_weights_of_an_uninterrupted_training(tmp_path, uninterrupted):
+    path, config = write_config(tmp_path, "killed")
+    process = forecaster("train", str(path))
+    epoch = interrupt_after_two_epochs(process, config, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL and epoch < EPOCHS - 1, "the kill came after the training ended"
+
+    resumed = run_to_end("train", str(path), "--resume")
+    whole_config, whole = uninterrupted
+    expected, got = weights(whole_config, whole), weights(config, resumed)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert resumed["mse"] == pytest.approx(whole["mse"], rel=1e-6)
+
+
+def test_sigterm_exits_143_marks_the_run_killed_and_resume_finishes_that_same_run(tmp_path):
+    path, config = write_config(tmp_path, "terminated")
+    process = forecaster("train", str(path))
+    epoch = interrupt_after_two_epochs(process, config, signal.SIGTERM)
+    err = process.stderr.read()
+    assert process.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted by SIGTERM: kept ") and f"--resume" in last, err
+    assert f"checkpoint of epoch {epoch + 1}" in last or f"checkpoint of epoch {epoch + 2}" in last, last
+    client = MlflowClient(tracking_uri(config.tracking))
+    [run] = client.search_runs([client.get_experiment_by_name("interrupt").experiment_id])
+    assert run.info.status == "KILLED"
+
+    resumed = run_to_end("train", str(path), "--resume")
+    assert resumed["run_id"] == run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == EPOCHS - 1  # each epoch once, across both processes
+
+
+def test_resume_after_a_newer_training_of_other_values_was_killed_continues_that_training(tmp_path):
+    """Two trainings of one model in one store keep separate checkpoints: resuming with the second's values
+    continues the second, never the first's finished checkpoint."""
+    path, config = write_config(tmp_path, "two")
+    first = run_to_end("train", str(path), "--set", "train.max_epochs=2")
+    second = forecaster("train", str(path), "--set", "train.lr=0.002")
+    interrupt_after_two_epochs(second, config, signal.SIGKILL)
+    resumed = run_to_end("train", str(path), "--set", "train.lr=0.002", "--resume")
+    assert resumed["run_id"] != first["run_id"]
+    assert len(checkpoints(config)) == 2
+    refused = forecaster("train", str(path), "--set", "train.lr=0.005", "--resume")
+    _, err = refused.communicate(timeout=120)
+    assert refused.returncode == 2 and "train.lr" in err and "0.002" in err, err
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen, str]:
+    from conftest import free_port, wait_for
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(f"http://127.0.0.1:{port}/health", process)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def test_a_tracking_server_killed_mid_training_costs_no_model(tmp_path):
+    """The server dies after the first epoch: the training goes on to its end, its model is saved, the epochs'
+    metrics are kept beside it, and the job ends in one line and exit 2, within a minute, not after minutes of
+    retries."""
+    from conftest import stop
+
+    server, uri = start_server(tmp_path / "server")
+    path, config = write_config(tmp_path, "outage")
+    path.write_text(dump_config(config.with_overrides({"tracking.uri": uri})))
+    try:
+        process = forecaster("train", str(path))
+        deadline = time.monotonic() + 180
+        while not checkpoints(config) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        stop(server)
+        interrupt = time.monotonic()
+        _, err = process.communicate(timeout=240)
+    finally:
+        stop(server)
+    assert process.returncode == 2, err
+    assert time.monotonic() - interrupt < 120
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: lstm: training finished") and "The trained model is saved in" in last, err
+    [model] = (Path(config.tracking.state_dir) / "checkpoints" / "interrupt" / "lstm").glob("*/model")
+    assert (model / "bundle.json").is_file() and (model / "weights.pt").is_file()
+    unlogged = model.parent / "unlogged-metrics.jsonl"
+    assert str(unlogged) in last
+    steps = {json.loads(line)["step"] for line in unlogged.read_text().splitlines()}
+    assert max(steps) == EPOCHS - 1  # the training ran to its last epoch
+
+
+def test_an_unreachable_tracking_server_is_one_line_and_exit_2_at_once(tmp_path):
+    from conftest import free_port
+
+    path, config = write_config(tmp_path, "unreachable")
+    path.write_text(dump_config(config.with_overrides({"tracking.uri": f"http://127.0.0.1:{free_port()}"})))
+    started = time.monotonic()
+    process = forecaster("train", str(path))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: tracking.uri: no tracking server answers"), err
+    assert time.monotonic() - started < 60
