@@ -187,8 +187,9 @@ def history_frame(panel, data, ends: dict[int, int], rows: int, ahead: int = 0) 
         frame = pd.DataFrame(panel.values[block].astype(np.float64), columns=panel.columns)
         frame.loc[frame.index[len(frame) - ahead:], panel.targets] = np.nan
         frame.insert(0, data.timestamp, pd.to_datetime(panel.timestamps[block]).astype(str))
-        if data.series_id:
-            frame.insert(1, data.series_id, panel.series_ids[index])
+        for position, name in enumerate(data.key_columns, start=1):  # the parts of a composite id, in order
+            parts = panel.series_ids[index].split("/", len(data.key_columns) - 1)
+            frame.insert(position, name, parts[position - 1])
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

@@ -31,7 +31,7 @@ class DataConfig(_Section):
     delimiter: str = ","
     timestamp: str = "timestamp"
     target: str | list[str] = "value"
-    series_id: str | None = None
+    series_id: str | list[str] | None = None  # the column naming each series, or the columns that do together
     covariates: list[str] = Field(default_factory=list)
     future_covariates: list[str] = Field(default_factory=list)
     calendar: list[Literal["hour", "weekday", "month", "dayofyear"]] = Field(default_factory=list)
@@ -41,6 +41,28 @@ class DataConfig(_Section):
     @property
     def targets(self) -> list[str]:
         return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    @field_validator("series_id")
+    @classmethod
+    def _one_key_column_is_a_name(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if len(set(value)) != len(value):
+                raise ValueError("a series key column is listed twice")
+            return None if not value else value[0] if len(value) == 1 else value
+        return value
+
+    @property
+    def key_columns(self) -> list[str]:
+        """The columns that identify a series in the file: none, one, or several (a composite key)."""
+        if self.series_id is None:
+            return []
+        return [self.series_id] if isinstance(self.series_id, str) else list(self.series_id)
+
+    @property
+    def id_column(self) -> str | None:
+        """The column holding each row's series id: `series_id` itself, or for a composite key the column
+        `forecaster.data.io.with_series_key` adds, named by its parts joined with '/' (`store/item`)."""
+        return None if self.series_id is None else "/".join(self.key_columns)
 
 
 class WindowConfig(_Section):

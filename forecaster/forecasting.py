@@ -124,13 +124,15 @@ def forecast(
     and the frame gains a `scenario` column.
     """
     from forecaster.data.future import split_future_rows
+    from forecaster.data.io import with_series_key
     from forecaster.data.validate import check_columns
 
     data = bundle.config.data
+    check_columns(history, data, source)
+    history = with_series_key(history, data, source)
     ahead = None
     if data.future_covariates:
         history, ahead = split_future_rows(history, data, source)
-    check_columns(history, data, source)
     if skip_bad_series and data.series_id:
         panel, skipped = _panel_skipping_bad(bundle, history, source)
     else:
@@ -149,6 +151,11 @@ def forecast(
         frame, choice = _forecast_futures(bundle, panel, ahead, skipped, skip_bad_series, source, settings)
     origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)
                if sid in set(frame["series_id"])}
+    if len(data.key_columns) > 1:  # a composite key's columns follow the joined id, as in the history
+        from forecaster.data.io import split_series_key
+
+        parts = split_series_key(frame["series_id"], data)
+        frame = pd.concat([frame[["series_id"]], parts, frame.drop(columns="series_id")], axis=1)
     return Forecast(frame=frame, skipped=skipped, origins=origins, precision=choice, batch_size=batch_size)
 
 
@@ -333,7 +340,8 @@ def output_columns(bundle: ModelBundle) -> list[str]:
     from forecaster.calibration import interval_column
 
     levels = bundle.calibration.levels if bundle.calibration is not None else []
-    return [*FORECAST_COLUMNS, *[quantile_column(q) for q in bundle.quantiles or []],
+    keys = bundle.config.data.key_columns if len(bundle.config.data.key_columns) > 1 else []
+    return [FORECAST_COLUMNS[0], *keys, *FORECAST_COLUMNS[1:], *[quantile_column(q) for q in bundle.quantiles or []],
             *[interval_column(level, side) for level in levels for side in ("lo", "hi")], *METADATA_COLUMNS]
 
 
@@ -357,7 +365,7 @@ def _panel(bundle: ModelBundle, history: pd.DataFrame, source: str) -> Panel:
 def _panel_skipping_bad(bundle: ModelBundle, history: pd.DataFrame, source: str) -> tuple[Panel, dict[str, str]]:
     """Validate series one at a time, keeping the good ones; the reason for each bad one is reported."""
     good, skipped = [], {}
-    for series_id, group in history.groupby(bundle.config.data.series_id, sort=False):
+    for series_id, group in history.groupby(bundle.config.data.id_column, sort=False):
         try:
             _panel(bundle, group, source)
         except ForecasterError as exc:

@@ -7,6 +7,7 @@ answers at once. Errors the user can fix are printed as one message, without a t
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -88,7 +89,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.promote:
         config = config.with_overrides({"compare.promote": "always"})
-    result = compare.run(config)
+    result = compare.run(config, resume=args.resume)
     print(compare.format_result(result))
     if args.json:
         _print_json(result.summary())
@@ -183,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(compare)
     compare.add_argument("--json", action="store_true", help="end with one JSON line: leaderboard and winner")
+    compare.add_argument("--resume", action="store_true",
+                         help="continue the newest interrupted comparison of this config, keeping its finished "
+                              "candidates")
     compare.add_argument("--promote", action="store_true",
                          help="move the alias to a winner that beats seasonal naive even when it does not beat, or "
                               "cannot be compared with, the current champion (compare.promote: always)")
@@ -275,14 +279,27 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(_interrupted_line(exc, args), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if args.verbose or exc.errno not in FORESEEABLE_OS_ERRORS:
+            raise
+        print(f"error: {FORESEEABLE_OS_ERRORS[exc.errno]} ({exc.filename or exc.strerror}); {FIX_OS_ERROR}",
+              file=sys.stderr)
+        return 2
     finally:
         for signum, previous_handler in previous.items():
             signal.signal(signum, previous_handler)
 
 
+# Operating-system errors a user can fix, as one line: what happened, then `FIX_OS_ERROR`.
+FORESEEABLE_OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                         errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
+FIX_OS_ERROR = ("files are written beside and renamed into place, so nothing half-written was left; make room or "
+                "point tracking.state_dir / predict.output elsewhere, then rerun (-v shows the traceback)")
+
 # How to continue each command after an interruption; others are rerun as they were.
 CONTINUE = {
     "train": "forecaster train {config} --resume",
+    "compare": "forecaster compare {config} --resume",
     "tune": "forecaster tune {config} (the study resumes; finished trials count)",
     "schedule": "forecaster schedule {config} (the next cycle runs as planned)",
 }

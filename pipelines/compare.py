@@ -19,6 +19,7 @@ from forecaster.config import BASELINES, Config
 from forecaster.errors import ConfigError
 from forecaster.tracking import redact, setup_tracking, tracked_run
 from .champion import judge, promotion_lock, recheck, register
+from .compare_resume import DIGEST_TAG, config_digest, interrupted_compare, reuse
 from .train import TrainResult, prepare_data, train_in_run
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def resolve_models(config: Config) -> list[tuple[str, str, Config]]:
     return resolved
 
 
-def run(config: Config) -> CompareResult:
+def run(config: Config, resume: bool = False) -> CompareResult:
     import mlflow
 
     from forecaster import plots
@@ -93,8 +94,12 @@ def run(config: Config) -> CompareResult:
         raise ConfigError("compare ranks the models on the validation split, which has no window here; give it "
                           "rows (split.val_size, split.val_fraction or split.val_end) before training anything")
     models = resolve_models(config)
-    with tracked_run(run_name="compare") as parent:
-        mlflow.set_tag("forecaster.job", "compare")
+    parent_id, finished = None, {}
+    if resume:
+        parent_id, finished = interrupted_compare(config, mlflow.get_experiment_by_name(
+            config.tracking.experiment).experiment_id)
+    with tracked_run(run_id=parent_id, run_name=None if parent_id else "compare") as parent:
+        mlflow.set_tags({"forecaster.job": "compare", DIGEST_TAG: config_digest(config)})
         mlflow.log_params({key: redact(value) for key, value in config.flat().items()
                            if key.startswith(("data.", "window.", "split.", "compare."))
                            and not isinstance(value, list | dict)})
@@ -102,6 +107,11 @@ def run(config: Config) -> CompareResult:
         budget = Budget(config.compare.time_budget, models)
         for index, (name, kind, variant) in enumerate(budget.order(models), start=1):
             if (variant := budget.admit(name, kind, variant)) is None:
+                continue
+            if name in finished:
+                log.info("[%d/%d] %s: finished before the comparison stopped; kept", index, len(models), name)
+                result = reuse(finished[name], name, kind, variant, datamodule)
+                results.append(result)
                 continue
             log.info("[%d/%d] %s", index, len(models), name)
             with tracked_run(run_name=name, nested=True):

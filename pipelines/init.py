@@ -52,7 +52,7 @@ class InitResult:
     timestamp: str
     freq: str
     layout: str
-    series_id: str | None
+    series_id: str | list[str] | None  # a list: a composite key
     n_series: int
     targets: list[str]
     covariates: list[str]
@@ -114,7 +114,10 @@ def run(data: str | Path, output: str | Path | None = None, force: bool = False)
 
 def format_result(result: InitResult) -> str:
     """A short summary of what was found and written, then the commands to run next."""
-    where = f"{result.n_series} series (column '{result.series_id}')" if result.series_id else "one series"
+    if isinstance(result.series_id, list):
+        where = f"{result.n_series} series (key columns {', '.join(repr(c) for c in result.series_id)})"
+    else:
+        where = f"{result.n_series} series (column '{result.series_id}')" if result.series_id else "one series"
     delimiter = f", delimiter {result.delimiter!r}" if result.delimiter else ""
     covariates = ", ".join(result.covariates) or "none"
     if result.future_covariates:

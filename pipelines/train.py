@@ -136,6 +136,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
             bundle.save(model_dir)
             mlflow.log_dict(bundle.calibration.to_dict(), "calibration.json")
         model_uri = log_bundle(bundle, example=bundle.example_history(datamodule))
+        mlflow.set_tag("forecaster.model_uri", model_uri)  # what `compare --resume` reuses
         mlflow.set_tags({"forecaster.trained_until": bundle.trained_range["last"],
                          "forecaster.trained_rows": bundle.trained_range["rows"]})
         mlflow.log_metrics({"params": fitted.n_params, "train_seconds": fitted.train_seconds,

@@ -185,3 +185,18 @@ def test_the_epf_day_ahead_file_pair_forecasts_each_market_from_its_known_future
     first = result.frame[result.frame["step"] == 1].set_index("series_id")["timestamp"]
     expected = future.groupby("unique_id")["ds"].min().map(pd.Timestamp)
     assert (first.sort_index() == expected.sort_index()).all()
+
+
+def test_the_pyfunc_model_reads_the_known_future_from_the_same_frame(trained):
+    """What `mlflow models serve` and `mlflow.pyfunc.load_model` users send: one frame, the future rows after each
+    series' last target."""
+    import mlflow
+
+    from forecaster.tracking import setup_tracking
+
+    config, frame, bundle, result = trained
+    setup_tracking(config.tracking)
+    history = with_future_rows(frame, 300)
+    served = mlflow.pyfunc.load_model(result.model_uri).predict(history)
+    np.testing.assert_allclose(served["forecast"].to_numpy(), bundle.predict(history).frame["forecast"].to_numpy(),
+                               rtol=1e-6)

@@ -243,3 +243,31 @@ def test_columns_known_in_advance_are_written_as_future_covariates_and_said_so(t
     text = (tmp_path / "shop.yaml").read_text()
     assert "known in advance" in text and "--future FILE" in text
     assert "known ahead (data.future_covariates): holiday, unit_price, load_forecast" in init.format_result(result)
+
+
+PERIOD_FILES = {  # column name, values, the inferred frequency, the first forecast timestamp
+    "quarterly": ("Quarter", [f"{y} Q{q}" for y in range(1990, 2010) for q in range(1, 5)], "QS-JAN", "2010-01-01"),
+    "quarterly-compact": ("Quarter", [f"{y}Q{q}" for y in range(1990, 2010) for q in range(1, 5)], "QS-JAN",
+                          "2010-01-01"),
+    "monthly": ("month", [f"{y}-{m:02d}" for y in range(2010, 2016) for m in range(1, 13)], "MS", "2016-01-01"),
+    "monthly-m": ("period", [f"{y}M{m:02d}" for y in range(2010, 2016) for m in range(1, 13)], "MS", "2016-01-01"),
+    "weekly-iso": ("week", [f"2018-W{w:02d}" for w in range(1, 53)] + [f"2019-W{w:02d}" for w in range(1, 53)]
+                   + [f"2020-W{w:02d}" for w in range(1, 54)], "W-MON", "2021-01-04"),
+    "yearly": ("Year", list(range(1950, 2021)), "YS-JAN", "2021-01-01"),
+}
+
+
+@pytest.mark.parametrize("kind", PERIOD_FILES)
+def test_period_timestamps_are_detected_and_forecast_from_the_next_period(tmp_path, kind):
+    from forecaster.bundle import ModelBundle
+    from forecaster_pipelines import train
+
+    column, stamps, freq, first = PERIOD_FILES[kind]
+    path = tmp_path / f"{kind}.csv"
+    pd.DataFrame({column: stamps, "value": 10 + np.arange(len(stamps), dtype=float) % 4}).to_csv(path, index=False)
+    result, config = _init_and_load(path, tmp_path / f"{kind}.yaml")
+    assert (result.timestamp, result.freq) == (column, freq)
+    trained = train.run(config.with_overrides({"tracking.state_dir": str(tmp_path / "state")}), kind="seasonal_naive")
+    forecast = ModelBundle.load(trained.model_dir).predict(pd.read_csv(path)).frame
+    assert forecast["timestamp"].iloc[0] == pd.Timestamp(first)
+    assert forecast["timestamp"].is_monotonic_increasing and len(forecast) == config.window.horizon

@@ -182,3 +182,68 @@ def test_an_unreachable_tracking_server_is_one_line_and_exit_2_at_once(tmp_path)
     assert process.returncode == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: tracking.uri: no tracking server answers"), err
     assert time.monotonic() - started < 60
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB file system, filled up; skipped where mounting one is not allowed (not root, no tmpfs)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        with open(mount / "filler", "wb") as handle:  # leave a few KiB: less than a forecast file needs
+            handle.write(b"x" * (64 * 1024 - 8 * 1024))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_exit_2_and_leaves_no_partial_output(tmp_path, full_disk):
+    from model_store import DEMO_CSV, train_and_register
+
+    store = train_and_register(tmp_path / "store", kind="seasonal_naive")
+    config_file = tmp_path / "predict.yaml"
+    config_file.write_text(dump_config(store.config))
+    process = forecaster("predict", str(config_file), "--data", str(DEMO_CSV), "--output", str(full_disk / "out"))
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == 2, err
+    assert err.strip().splitlines()[-1].startswith("error: no space left on the device"), err
+    left = sorted(path.name for path in (full_disk / "out").iterdir()) if (full_disk / "out").exists() else []
+    assert not [name for name in left if name.startswith("forecast_")], left
+
+
+def test_compare_killed_mid_way_resumes_keeping_its_finished_candidates(tmp_path):
+    """kill -9 while the GRU trains, after the baselines finished: `compare --resume` continues the same parent
+    run, keeps the baselines' runs and models (no second run of them), trains the GRU again, and ends with the
+    leaderboard an uninterrupted comparison of the same config gives."""
+    overrides = {"compare.models": ["naive", "seasonal_naive", "linear", "gru"], "compare.ensemble": False,
+                 "compare.refit": False, "model.hidden_size": 16}
+    path, config = write_config(tmp_path, "killed")
+    config = config.with_overrides(overrides)
+    path.write_text(dump_config(config))
+    whole_path, whole_config = write_config(tmp_path, "whole")
+    whole_path.write_text(dump_config(whole_config.with_overrides(overrides)))
+    whole = run_to_end("compare", str(whole_path))
+
+    process = forecaster("compare", str(path))
+    interrupt_after_two_epochs(process, config, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    resumed = run_to_end("compare", str(path), "--resume")
+
+    client = MlflowClient(tracking_uri(config.tracking))
+    experiment = client.get_experiment_by_name("interrupt").experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`forecaster.job` = 'compare'")
+    assert [run.info.run_id for run in parents] == [resumed["parent_run_id"]]  # the same parent, continued
+    children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = "
+                                                              f"'{resumed['parent_run_id']}'")
+    names = sorted(run.data.tags["mlflow.runName"] for run in children)
+    assert names == ["gru", "gru", "linear", "naive", "seasonal_naive"]  # the baselines ran once
+    assert sorted(run.info.status for run in children if run.data.tags["mlflow.runName"] == "gru") == \
+        ["FINISHED", "KILLED"]
+    board = {row["model"]: row["val_mase"] for row in resumed["leaderboard"]}
+    expected = {row["model"]: row["val_mase"] for row in whole["leaderboard"]}
+    assert board.keys() == expected.keys()
+    for model, value in expected.items():
+        assert board[model] == pytest.approx(value, rel=1e-6), model

@@ -163,3 +163,50 @@ def test_a_statistical_model_forecasts_the_same_on_spark_as_with_pandas(tmp_path
     expected = expected.sort_values(KEY, ignore_index=True).drop(columns="created_at")
     assert expected["forecast"].nunique() > 4 * 2  # per-series ETS forecasts, not a constant
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_future_covariates_and_a_composite_key_forecast_the_same_on_spark_as_with_pandas(tmp_path):
+    """Store x item series with a price known in advance: the history file carries the horizon's prices after each
+    series' last sale (the one-table form); Spark reads them as the pandas engine does, and writes the key
+    columns back."""
+    import numpy as np
+    from conftest import shrink_config
+
+    from forecaster.serving.spark import PARTITION_COLUMN
+    from forecaster_pipelines import train
+
+    rng = np.random.default_rng(5)
+    stamps = pd.date_range("2024-01-01", periods=220, freq="D").strftime("%Y-%m-%d")
+    frames = []
+    for store_name in ("north", "south"):
+        for item in ("tea", "coffee"):
+            price = rng.uniform(1, 3, len(stamps)).round(2)
+            sales = (40 - 8 * price + 3 * np.sin(np.arange(len(stamps)) * 2 * np.pi / 7)).round(2)
+            frames.append(pd.DataFrame({"day": stamps, "store": store_name, "item": item, "price": price,
+                                        "sales": sales}))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    config = shrink_config(None, tmp_path / "state", **{
+        "data.path": str(tmp_path / "train.csv"), "data.timestamp": "day", "data.series_id": ["store", "item"],
+        "data.target": "sales", "data.future_covariates": ["price"], "window.lookback": 28, "window.horizon": 7,
+        "split.val_size": 28, "split.test_size": 28, "tracking.experiment": "spark-future"})
+    model_dir = train.run(config).model_dir
+    history = frame.copy()
+    history.loc[history.groupby(["store", "item"]).tail(7).index, "sales"] = np.nan  # the last week: prices only
+    history.to_csv(tmp_path / "history.csv", index=False)
+    settings = {"predict.model": model_dir, "predict.data": str(tmp_path / "history.csv"),
+                "predict.format": "parquet", "predict.precision": "32"}
+    expected = pd.read_parquet(predict.run(config.with_overrides(
+        {**settings, "predict.output": str(tmp_path / "pandas")})).paths.forecast)
+    result = predict.run(config.with_overrides({**settings, "predict.engine": "spark",
+                                                "predict.output": str(tmp_path / "spark"),
+                                                "predict.spark_master": "local[2]"}))
+    actual = pd.read_parquet(result.paths.forecast).drop(columns=PARTITION_COLUMN)
+    assert list(actual.columns) == list(expected.columns) and list(actual.columns[:3]) == ["series_id", "store", "item"]
+    unregistered = ["model_version", "source_run_id"]  # a model folder: no version, no run (null in both engines)
+    assert actual[unregistered].isna().all(axis=None) and expected[unregistered].isna().all(axis=None)
+    actual = actual.sort_values(KEY, ignore_index=True).drop(columns=["created_at", *unregistered])
+    expected = expected.sort_values(KEY, ignore_index=True).drop(columns=["created_at", *unregistered])
+    assert len(expected) == 4 * 7
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False, rtol=1e-5)

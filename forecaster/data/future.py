@@ -18,6 +18,7 @@ import pandas as pd
 
 from forecaster.config import DataConfig
 from forecaster.data.features import future_grid
+from forecaster.data.io import with_series_key
 from forecaster.data.validate import SINGLE_SERIES_ID, check_columns, parse_timestamps
 from forecaster.errors import DataError
 
@@ -45,9 +46,9 @@ def append_future(history: pd.DataFrame, future: pd.DataFrame, data: DataConfig,
     needed = DataConfig(timestamp=data.timestamp, series_id=data.series_id, target=data.targets[0],
                         future_covariates=data.future_covariates)
     check_columns(future.assign(**{data.targets[0]: np.nan}), needed, source)
-    columns = [data.timestamp, *([data.series_id] if data.series_id else []), *data.future_covariates,
+    columns = [data.timestamp, *data.key_columns, *data.future_covariates,
                *([SCENARIO] if SCENARIO in future else [])]
-    rows = future[columns].assign(**{name: np.nan for name in data.targets})
+    rows = with_series_key(future[columns], data, source).assign(**{name: np.nan for name in data.targets})
     return pd.concat([history, rows], ignore_index=True)
 
 
@@ -103,7 +104,7 @@ def missing_future_message(reasons: dict[str, str], data: DataConfig, horizon: i
 
 def _series_keys(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
     if data.series_id:
-        return frame[data.series_id].astype(str)
+        return frame[data.id_column].astype(str)
     return pd.Series(SINGLE_SERIES_ID, index=frame.index)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from forecaster.config import DataConfig
@@ -33,16 +34,44 @@ def read_table(cfg: DataConfig, path: str | Path | None = None) -> pd.DataFrame:
             f"data file not found: {file} (data.path). Check the path; a relative path is read from the "
             f"current directory ({Path.cwd()})."
         )
-    ids = cfg.series_id
     if file_format(file, cfg.format) == "parquet":
         frame = _read_parquet(file)
-        if ids in frame and not pd.api.types.is_string_dtype(frame[ids]):
-            frame[ids] = frame[ids].map(str, na_action="ignore")  # an integer column's 7 is the id '7'
+        for ids in cfg.key_columns:
+            if ids in frame and not pd.api.types.is_string_dtype(frame[ids]):
+                frame[ids] = frame[ids].map(str, na_action="ignore")  # an integer column's 7 is the id '7'
     else:
-        frame = _read_csv(file, cfg.delimiter, text=[ids] if ids else [])
+        frame = _read_csv(file, cfg.delimiter, text=cfg.key_columns)
     if frame.empty:
         raise DataError(f"{file}: the file has a header but no data rows. Point data.path at a file with data.")
-    return frame
+    return with_series_key(frame, cfg, str(file))
+
+
+KEY_SEPARATOR = "/"  # joins the parts of a composite key into one series id: store 12, item A -> '12/A'
+
+
+def with_series_key(frame: pd.DataFrame, cfg: DataConfig, source: str) -> pd.DataFrame:
+    """`frame` with, for a composite `data.series_id`, the column `cfg.id_column` holding each row's series id:
+    its key columns' text joined by '/' (empty when any part is). Frames without a composite key, or without
+    every key column (`check_columns` names what is missing), are returned as they are."""
+    keys = cfg.key_columns
+    if len(keys) < 2 or any(name not in frame for name in keys):
+        return frame
+    parts = frame[keys].astype("string")
+    slashed = parts.apply(lambda column: column.str.contains(KEY_SEPARATOR, regex=False).fillna(False))
+    if slashed.to_numpy().any():
+        row, col = map(int, np.argwhere(slashed.to_numpy())[0])
+        raise DataError(f"{source}: column '{keys[col]}' (data.series_id), row {row + 1}: {parts.iat[row, col]!r} "
+                        f"holds '{KEY_SEPARATOR}', which joins the parts of a composite series key; replace it "
+                        f"in that column")
+    joined = parts.iloc[:, 0].str.cat([parts.iloc[:, j] for j in range(1, len(keys))], sep=KEY_SEPARATOR)
+    return frame.assign(**{cfg.id_column: joined.astype(object).where(joined.notna(), None)})
+
+
+def split_series_key(ids: pd.Series, cfg: DataConfig) -> pd.DataFrame:
+    """The key columns of a composite key back from the ids `with_series_key` joined (one column per part)."""
+    parts = ids.astype(str).str.split(KEY_SEPARATOR, n=len(cfg.key_columns) - 1, expand=True)
+    parts.columns = cfg.key_columns
+    return parts
 
 
 def file_format(file: Path, configured: str = "auto") -> str:

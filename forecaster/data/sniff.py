@@ -9,6 +9,7 @@ config.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from forecaster.config import DataConfig
-from forecaster.data.io import file_format, peek_lines, read_table, sniff_delimiter_of
-from forecaster.data.validate import ScannedFrame, parse_timestamps, scan_frame
+from forecaster.data.io import file_format, peek_lines, read_table, sniff_delimiter_of, with_series_key
+from forecaster.data.validate import ScannedFrame, is_year_column, parse_timestamps, scan_frame
 from forecaster.errors import DataError
 
 TARGET_NAMES = ("ot", "target", "value", "y", "load", "sales", "demand")
-_TIMESTAMP_NAME = re.compile(r"date|time|stamp|^ds$|^dt$|period|hour|day|week|month|year", re.IGNORECASE)
+_TIMESTAMP_NAME = re.compile(r"date|time|stamp|^ds$|^dt$|period|hour|day|week|month|quarter|year", re.IGNORECASE)
+MAX_KEY_CANDIDATES = 6  # columns whose pairs and triples are tried as a composite key
 _SERIES_NAME = re.compile(r"id$|^id|series|item|store|site|sensor|meter|station|sku|product|region|country|unique",
                           re.IGNORECASE)
 _SAVED_INDEX = re.compile(r"^Unnamed: \d+$")
@@ -45,7 +47,7 @@ class TableProfile:
     timestamp: str
     timestamp_reason: str
     freq: str
-    series_id: str | None
+    series_id: str | list[str] | None  # a list: a composite key
     series_id_reason: str
     n_series: int
     rows: int
@@ -98,9 +100,10 @@ def sniff_table(path: str | Path) -> TableProfile:
         )
 
     series_id, series_id_reason, scan = _find_layout(frame, timestamp, stamps, values, source)
-    values = [column for column in values if column != series_id]
+    keys = [series_id] if isinstance(series_id, str) else list(series_id or [])
+    values = [column for column in values if column not in keys]
     for column in frame.columns:
-        if column not in (timestamp, series_id) and column not in values and column not in ignored:
+        if column != timestamp and column not in keys and column not in values and column not in ignored:
             ignored[column] = "not numeric"
 
     usable = _columns_with_values_in_every_series(scan, ignored)
@@ -164,6 +167,8 @@ def _not_timestamp(column: pd.Series, name: str, source: str) -> str | None:
     """Why `column` cannot be the timestamp column judging from a sample, or None when it may be."""
     if pd.api.types.is_datetime64_any_dtype(column):
         return None
+    if is_year_column(column) and _TIMESTAMP_NAME.search(name):
+        return None  # 1998, 1999, ... in a column named like a date: a yearly file
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return "holds numbers, not dates"
     sample = column.dropna().head(_SAMPLE_ROWS)
@@ -191,25 +196,34 @@ def _find_layout(
     time grid: text columns (then integer ones) with at most half as many distinct values as rows are tried,
     id-like names first.
     """
-    def scan(series_id: str | None) -> ScannedFrame:
-        targets = [column for column in values if column != series_id]
+    def scan(series_id: str | list[str] | None) -> ScannedFrame:
+        keys = [series_id] if isinstance(series_id, str) else list(series_id or [])
+        targets = [column for column in values if column not in keys]
         if not targets:
             raise DataError(f"{source}: '{series_id}' is the only numeric column, so no values would remain")
         cfg = DataConfig(path=source, timestamp=timestamp, series_id=series_id, target=targets)
-        return scan_frame(frame, cfg, source)
+        return scan_frame(with_series_key(frame, cfg, source), cfg, source)
 
     if len(np.unique(stamps)) == len(stamps):
         return None, "every timestamp occurs once: one series (wide layout)", scan(None)
     rejected: dict[str, str] = {}
-    for column in _series_id_candidates(frame, timestamp):
+    candidates = _series_id_candidates(frame, timestamp)
+    # The smallest key that works: one column, then pairs and triples of them (store x item, region x purpose).
+    keys = [*candidates, *(list(group) for size in (2, 3)
+                           for group in itertools.combinations(candidates[:MAX_KEY_CANDIDATES], size))]
+    for key in keys:
         try:
-            scanned = scan(column)
+            scanned = scan(key)
         except DataError as exc:
-            rejected[column] = str(exc)
+            rejected[" x ".join([key] if isinstance(key, str) else key)] = str(exc)
             continue
         groups = len(scanned.series_ids)
-        return column, (f"{groups} distinct values whose rows each form a regular '{scanned.freq}' series "
-                        f"(long layout)"), scanned
+        if isinstance(key, str):
+            return key, (f"{groups} distinct values whose rows each form a regular '{scanned.freq}' series "
+                         f"(long layout)"), scanned
+        return key, (f"no single column splits the file into regular series; together these {len(key)} do: "
+                     f"{groups} distinct combinations, each a regular '{scanned.freq}' series (long layout)"), scanned
+    rejected = {name: reason for name, reason in rejected.items() if " x " not in name}  # the single columns
     tried = "; ".join(f"'{column}': {reason}" for column, reason in rejected.items()) or "no text or integer column"
     repeated = pd.Timestamp(stamps[np.argmax(pd.Series(stamps).duplicated().to_numpy())])
     raise DataError(

@@ -120,7 +120,7 @@ def check_columns(frame: pd.DataFrame, cfg: DataConfig, source: str) -> None:
     present = [str(column) for column in frame.columns]
     roles = {
         "data.timestamp": [cfg.timestamp],
-        "data.series_id": [cfg.series_id] if cfg.series_id else [],
+        "data.series_id": cfg.key_columns,
         "data.target": cfg.targets,
         "data.covariates": cfg.covariates,
         "data.future_covariates": cfg.future_covariates,
@@ -149,12 +149,12 @@ def _series_codes(frame: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[np
     """[n] int64 series index of each row, and the ids in order of first appearance."""
     if cfg.series_id is None:
         return np.zeros(len(frame), dtype=np.int64), [SINGLE_SERIES_ID]
-    column = frame[cfg.series_id]
+    column = frame[cfg.id_column]
     empty = column.isna().to_numpy()
     if empty.any():
         position = int(np.argmax(empty))
         raise DataError(
-            f"{source}: column '{cfg.series_id}' (data.series_id), {describe_row(position, source)}: the series "
+            f"{source}: column '{cfg.id_column}' (data.series_id), {describe_row(position, source)}: the series "
             f"id is empty. Fill it in or delete the row."
         )
     codes, uniques = pd.factorize(column, sort=False)
@@ -162,8 +162,11 @@ def _series_codes(frame: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[np
 
 
 def parse_timestamps(column: pd.Series, name: str, source: str) -> np.ndarray:
-    """[n] int64 nanoseconds since the epoch. Time zones are dropped (wall time kept, or UTC when offsets mix)."""
+    """[n] int64 nanoseconds since the epoch. Time zones are dropped (wall time kept, or UTC when offsets mix).
+    Periods (`1998 Q1`, `2021-03`, `2021M03`, `2021-W05`, a year) are read as their first day."""
     where = f"{source}: column '{name}' (data.timestamp)"
+    if is_year_column(column):
+        column = column.astype("int64").astype(str)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_datetime64_any_dtype(column):
         raise DataError(f"{where} holds numbers, not dates. Write timestamps such as 2024-01-31 13:00:00.")
     empty = column.isna().to_numpy()
@@ -191,7 +194,42 @@ def parse_timestamps(column: pd.Series, name: str, source: str) -> np.ndarray:
     return parsed.astype("datetime64[ns]").to_numpy().view(np.int64)
 
 
+# Period notations and how each maps to its first day; a column is read by one of them only if every cell fits it.
+PERIODS = (
+    (re.compile(r"^(\d{4})\s*-?\s*[Qq]([1-4])$"), lambda y, q: pd.Timestamp(int(y), 3 * int(q) - 2, 1)),
+    (re.compile(r"^(\d{4})(?:-|[Mm])(\d{2})$"), lambda y, m: pd.Timestamp(int(y), int(m), 1)),
+    (re.compile(r"^(\d{4})-?[Ww](\d{2})$"), lambda y, w: pd.Timestamp.fromisocalendar(int(y), int(w), 1)),
+    (re.compile(r"^(\d{4})$"), lambda y: pd.Timestamp(int(y), 1, 1)),
+)
+
+
+def is_year_column(column: pd.Series) -> bool:
+    """Whole numbers that can only be years (1000 to 2999): a yearly file's timestamp column as read from CSV."""
+    if not pd.api.types.is_integer_dtype(column) or not len(column):
+        return False
+    return bool(column.between(1000, 2999).all())
+
+
+def _periods(column: pd.Series) -> pd.Series | None:
+    """The first day of each period when every cell is written in one period notation, else None."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+        return None
+    text = column.astype("string").str.strip()
+    for pattern, first_day in PERIODS:
+        parts = text.str.extract(pattern)
+        if parts.notna().all(axis=None):
+            try:
+                return pd.Series([first_day(*row) for row in parts.itertuples(index=False)], index=column.index,
+                                 dtype="datetime64[ns]")
+            except ValueError:  # a month 13 or a week 54: not this notation after all
+                return None
+    return None
+
+
 def _to_datetime(column: pd.Series) -> pd.Series:
+    periods = _periods(column)
+    if periods is not None:
+        return periods
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format": we report bad rows ourselves
         try:

@@ -173,7 +173,8 @@ def forecast_schema(bundle: ModelBundle):
 
     from forecaster.forecasting import output_columns
 
-    types = {"series_id": T.StringType(), "target": T.StringType(), "timestamp": T.TimestampNTZType(),
+    types = {"series_id": T.StringType(), **{name: T.StringType() for name in bundle.config.data.key_columns},
+             "target": T.StringType(), "timestamp": T.TimestampNTZType(),
              "step": T.LongType(), "forecast": T.DoubleType(), "model_uri": T.StringType(),
              "model_version": T.StringType(), "source_run_id": T.StringType(),
              "forecast_origin": T.TimestampNTZType(), "created_at": T.TimestampType()}
@@ -208,7 +209,7 @@ def _read_history(session, bundle: ModelBundle, path: Path):
     if not path.exists():
         raise DataError(f"data file not found: {path} (predict.data)")
     numeric = [*data.targets, *data.covariates, *data.future_covariates]
-    text = [data.timestamp, *([data.series_id] if data.series_id else [])]
+    text = [data.timestamp, *data.key_columns]
     if file_format(path, data.format) == "csv":
         schema = T.StructType([T.StructField(name, T.StringType()) for name in text]
                               + [T.StructField(name, T.DoubleType()) for name in numeric])
@@ -233,8 +234,8 @@ def _write(session, history, bundle: ModelBundle, forecast_group, groups: int, o
     from pyspark.errors import PythonException
     from pyspark.sql import functions as F
 
-    series = bundle.config.data.series_id
-    bucket = F.pmod(F.xxhash64(F.col(series)), F.lit(groups)) if series else F.lit(0)
+    keys = bundle.config.data.key_columns
+    bucket = F.pmod(F.xxhash64(*[F.col(name) for name in keys]), F.lit(groups)) if keys else F.lit(0)
     forecasts = (history.groupBy(bucket.alias("_bucket"))
                  .applyInPandas(forecast_group, schema=forecast_schema(bundle))
                  .withColumn(PARTITION_COLUMN, F.to_date("forecast_origin")))
