@@ -74,3 +74,4 @@ def test_composite_keys_round_trip_through_init_compare_predict_and_monitor(tmp_
     checked = monitor.run(config)  # the full file holds the actuals of every forecast step
     assert checked.pending == 0 and checked.absent_series == []
     assert len(checked.by_series) == 6 and np.isfinite(checked.by_series["mae"]).all()
+    assert set(zip(checked.by_series["store"], checked.by_series["item"], strict=True)) == pairs
