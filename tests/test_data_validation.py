@@ -344,3 +344,24 @@ def test_fixed_steps_are_placed_at_once_and_calendar_steps_one_by_one():
     np.testing.assert_array_equal(grid, stamps)
     np.testing.assert_array_equal(where, [0, 1, 2, 3, 5])
     assert _place_fixed_step(stamps, offsets, "W-MON") is None
+
+
+def test_a_repeated_hour_at_the_autumn_clock_change_is_explained_not_just_refused(tmp_path):
+    """A local wall-clock file across the end of summer time repeats 02:00; the message says why and how to write
+    the rows, rather than asking the user to delete a real hour of data."""
+    from forecaster.config import DataConfig
+    from forecaster.data.io import read_table
+    from forecaster.data.panel import build_panel
+
+    stamps = [f"2024-10-27 0{h}:00:00" for h in (0, 1, 2, 2, 3, 4)]
+    path = tmp_path / "local.csv"
+    pd.DataFrame({"timestamp": stamps, "value": range(6)}).to_csv(path, index=False)
+    cfg = DataConfig(path=str(path), target="value")
+    with pytest.raises(DataError, match=r"daylight-saving change.*\+02:00 and .*\+01:00") as error:
+        build_panel(read_table(cfg), cfg, source=str(path))
+    assert "Remove one of the rows" not in str(error.value)
+    offsets = ["+02:00"] * 3 + ["+01:00"] * 3  # as the message proposes: every instant distinct, one hour apart
+    pd.DataFrame({"timestamp": [f"{s}{o}" for s, o in zip(stamps, offsets, strict=True)], "value": range(6)}
+                 ).to_csv(path, index=False)
+    panel = build_panel(read_table(cfg), cfg, source=str(path))
+    assert panel.freq == "h" and panel.lengths.tolist() == [6]

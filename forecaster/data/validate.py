@@ -290,15 +290,26 @@ def _check_duplicates(
         return
     i = int(np.argmax(same))
     first, second = sorted((int(order[i]), int(order[i + 1])))
-    hint = (
-        " If the file holds several series, set data.series_id to the column that names them."
-        if single
-        else " Remove one of the rows."
-    )
+    stamp = pd.Timestamp(stamps[i])
+    if _looks_like_clocks_going_back(stamp):
+        hint = (f" This looks like the hour a daylight-saving change repeats (clocks going back on {stamp.date()}): "
+                f"the times are local wall-clock times without their UTC offset, so two instants read alike. Write "
+                f"them with the offset (for example {stamp.strftime('%Y-%m-%d %H:%M:%S')}+02:00 and "
+                f"{stamp.strftime('%Y-%m-%d %H:%M:%S')}+01:00): each instant is then distinct.")
+    elif single:
+        hint = " If the file holds several series, set data.series_id to the column that names them."
+    else:
+        hint = " Remove one of the rows."
     raise DataError(
         f"{source}: series '{series_ids[codes[i]]}' has the timestamp {pd.Timestamp(stamps[i])} twice, at "
         f"{describe_row(first, source)} and {describe_row(second, source)}.{hint}"
     )
+
+
+def _looks_like_clocks_going_back(stamp: pd.Timestamp) -> bool:
+    """A repeated time between 00:00 and 03:59 on a Sunday of March, April, October or November: when the clocks
+    of Europe, North America and much of the southern hemisphere go back an hour."""
+    return stamp.month in (3, 4, 10, 11) and stamp.dayofweek == 6 and stamp.hour < 4 and stamp != stamp.normalize()
 
 
 def infer_freq(stamps: np.ndarray, offsets: np.ndarray, series_ids: list[str], freq: str | None, source: str) -> str:
