@@ -11,13 +11,13 @@ on (`pipelines/champion.py`); it is then refit on every row (`compare.refit`) an
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from forecaster.config import BASELINES, Config
 from forecaster.errors import ConfigError
 from forecaster.tracking import redact, setup_tracking, tracked_run
+from .budget import Budget
 from .champion import judge, promotion_lock, recheck, register
 from .compare_resume import DIGEST_TAG, config_digest, interrupted_compare, reuse
 from .train import TrainResult, prepare_data, train_in_run
@@ -147,7 +147,10 @@ def run(config: Config, resume: bool = False) -> CompareResult:
         verdict = judge(config, table, selected, datamodule, metric)
         version, refit = None, None
         if verdict.promote:
-            refit = _refit(config, variant, kind, datamodule, selected, pool) if config.compare.refit else None
+            cost = sum(r.train_seconds for r in results if r.kind == "network") if kind == "ensemble" \
+                else selected.train_seconds  # refitting an ensemble refits its networks
+            refit = _refit(config, variant, kind, datamodule, selected, pool) \
+                if config.compare.refit and budget.allows_refit(cost) else None
             with promotion_lock(config):
                 verdict = recheck(config, verdict, table, selected, datamodule, metric)
                 if verdict.promote:
@@ -160,50 +163,6 @@ def run(config: Config, resume: bool = False) -> CompareResult:
         winner=str(winner["model"]), registered_version=version, alias_moved=version is not None,
         decision=verdict.text, backtest=backtest, challenge=verdict.challenge, refit=refit, skipped=budget.skipped,
     )
-
-
-CHEAP = ("naive", "seasonal_naive", "linear")  # under a second each: always trained, first
-
-
-class Budget:
-    """`compare.time_budget` (minutes): the cheap baselines first and always, then the statistical models, then
-    the networks, each network capped (`train.max_minutes`) at its share of what is left after a reserve of a
-    fifth of the budget for the ensemble, the refit and the registration; a candidate reached with nothing left
-    is skipped and reported. Without a budget: every candidate, in `compare.models` order, uncapped."""
-
-    RESERVE = 0.2
-
-    def __init__(self, minutes: float | None, models):
-        self.seconds = None if minutes is None else minutes * 60
-        self.started = time.perf_counter()
-        self.networks_left = sum(kind == "network" for _, kind, _ in models)
-        self.skipped: list[str] = []
-        self.capped: dict[str, Config] = {}  # name -> the config a network trained with, its cap set
-
-    def order(self, models):
-        if self.seconds is None:
-            return list(models)
-        rank = {kind: 0 for kind in CHEAP}
-        return sorted(models, key=lambda model: rank.get(model[1], 2 if model[1] == "network" else 1))
-
-    def admit(self, name: str, kind: str, variant: Config) -> Config | None:
-        """The candidate's config, capped to its share; None when no time is left for it."""
-        if self.seconds is None or kind in CHEAP:
-            return variant
-        left = self.seconds * (1 - self.RESERVE) - (time.perf_counter() - self.started)
-        if kind == "network":
-            self.networks_left -= 1
-            left /= max(self.networks_left, 0) + 1  # a seed of the best network comes after them all
-        if left <= 0:
-            log.info("%s: skipped, compare.time_budget (%.1f min) is spent", name, self.seconds / 60)
-            self.skipped.append(name)
-            return None
-        if kind != "network":
-            return variant
-        cap = left / 60 if variant.train.max_minutes is None else min(left / 60, variant.train.max_minutes)
-        log.info("%s: at most %.1f min of training (compare.time_budget)", name, cap)
-        self.capped[name] = variant.with_overrides({"train.max_minutes": cap})
-        return self.capped[name]
 
 
 def _ranking_column(config: Config) -> str:

@@ -4,7 +4,7 @@ candidates first, caps each network at its share of what is left, and skips what
 from __future__ import annotations
 
 from forecaster_pipelines import compare, train
-from forecaster_pipelines.compare import Budget
+from forecaster_pipelines.budget import Budget
 
 
 def test_a_training_stops_after_the_epoch_that_passes_its_minutes(shrink, tmp_path):
@@ -42,3 +42,11 @@ def test_a_spent_budget_keeps_the_baselines_and_reports_the_rest_as_skipped(shri
     assert set(result.leaderboard["model"]) == {"naive", "seasonal_naive", "ensemble"}
     assert "skipped, compare.time_budget spent: ets, gru" in compare.format_result(result)
     assert result.summary()["skipped"] == ["ets", "gru"]
+
+
+def test_a_refit_that_would_pass_the_budget_is_skipped_and_said():
+    budget = Budget(1.0, [])
+    budget.started -= 50  # 50 of the 60 seconds are spent
+    assert budget.allows_refit(5.0)
+    assert not budget.allows_refit(20.0)
+    assert Budget(None, []).allows_refit(1e9)  # no budget: always refit
