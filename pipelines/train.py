@@ -51,6 +51,7 @@ class TrainResult:
 
 
 UNLOGGED_METRICS = "unlogged-metrics.jsonl"  # beside a training's checkpoints: epochs the tracking store missed
+KEPT_TRAININGS = 5  # checkpoint folders kept per model (the newest): a daily retrain must not fill the disk
 
 
 def model_name(config: Config, kind: str = "network") -> str:
@@ -64,6 +65,21 @@ def checkpoint_dir(config: Config, name: str) -> Path:
     """Where the trainings of model `name` keep their checkpoints and saved models, one subfolder per training
     (named by its MLflow run), so that two trainings at once never share one."""
     return state_dir(config.tracking) / "checkpoints" / config.tracking.experiment / name
+
+
+def prune_trainings(folder: Path, keep: int, current: Path) -> None:
+    """Remove all but the `keep` newest training folders of one model (named by their 32-hex MLflow run id),
+    never `current`. Finished models live on in MLflow; these folders serve `--resume` and error recovery."""
+    import re
+    import shutil
+
+    if not folder.is_dir():
+        return
+    trainings = [path for path in folder.iterdir()
+                 if path.is_dir() and path != current and re.fullmatch(r"[0-9a-f]{32}", path.name)]
+    trainings.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    for stale in trainings[max(keep - 1, 0):]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def prepare_data(config: Config):
@@ -122,6 +138,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
     log_data_record(config, datamodule)
 
     ckpt_dir = resume_from or checkpoint_dir(config, checkpoint_name or name) / run.info.run_id
+    prune_trainings(ckpt_dir.parent, keep=KEPT_TRAININGS, current=ckpt_dir)
     logger = EpochMlflowLogger(tracking_uri(config.tracking), run.info.run_id, ckpt_dir / UNLOGGED_METRICS)
     if fitted is None:
         fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume_from is not None,

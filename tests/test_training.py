@@ -283,3 +283,17 @@ def test_a_new_training_never_continues_an_older_checkpoint_left_in_its_folder(t
         fit_network(other, prepare_data(other), tmp_path / "ckpt", extra_callbacks=[StopAtOnce()])
     with pytest.raises(TrainingError, match="no checkpoint"):
         fit_network(other, prepare_data(other), tmp_path / "ckpt", resume=True)
+
+def test_only_the_newest_training_folders_of_a_model_are_kept(tmp_path):
+    import os
+
+    from forecaster_pipelines.train import prune_trainings
+
+    folders = [tmp_path / f"{index:032x}" for index in range(7)]
+    for age, folder in enumerate(folders):  # folders[0] is the oldest
+        (folder / "model").mkdir(parents=True)
+        os.utime(folder, (1_000_000 + age, 1_000_000 + age))
+    (tmp_path / "rank-1").mkdir()  # not a training of its own: left alone
+    current = tmp_path / f"{99:032x}"
+    prune_trainings(tmp_path, keep=3, current=current)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([folders[5].name, folders[6].name, "rank-1"])
