@@ -60,7 +60,7 @@ def compare(name: str, fitted, datamodule, score, speed_windows, repeats: int, t
     """Rows: the test scores in float32 and bfloat16, their speed, the largest difference, `auto`'s choice."""
     from forecaster.bundle import example_windows
     from forecaster.evaluation import forecast_windows
-    from forecaster.forecasting import choose_precision
+    from forecaster.inference import choose_precision
 
     forecasts = {precision: forecast_windows(replace(fitted.predictor, precision=precision),
                                              datamodule.dataloader("test")) for precision in ("32", "bf16")}
@@ -127,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     threads = set_threads(args.threads)
-    from forecaster.forecasting import native_bf16
+    from forecaster.inference import native_bf16
     from forecaster.runtime import tune_allocator
 
     tune_allocator()

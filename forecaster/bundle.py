@@ -167,7 +167,7 @@ class ModelBundle:
 def example_windows(datamodule, count: int | None = None) -> dict[str, torch.Tensor]:
     """`count` windows spread evenly over the validation split (the training split when there is none), scaled
     as the network reads them: the model's own examples for the precision check."""
-    from forecaster.forecasting import EXAMPLE_WINDOWS
+    from forecaster.inference import EXAMPLE_WINDOWS
 
     dataset = datamodule.val_dataset if len(datamodule.val_dataset) else datamodule.train_dataset
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(count or EXAMPLE_WINDOWS, len(dataset))).astype(int))

@@ -16,8 +16,8 @@ from model_store import DEMO_CSV, demo_config
 from forecaster.bundle import ModelBundle
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, ModelError
-from forecaster.forecasting import (EXAMPLE_WINDOWS, Predictor, choose_precision, forecast, inference_batch_size,
-                                    window_bytes)
+from forecaster.forecasting import Predictor, forecast
+from forecaster.inference import EXAMPLE_WINDOWS, choose_precision, inference_batch_size, window_bytes
 from forecaster_pipelines import predict, train
 
 
@@ -78,9 +78,9 @@ def test_bfloat16_forecasts_are_close_to_float32_but_not_the_same(trained):
 
 
 def test_auto_keeps_float32_when_bfloat16_misses_the_tolerance(trained, monkeypatch):
-    import forecaster.forecasting as forecasting
+    import forecaster.inference as inference
 
-    monkeypatch.setattr(forecasting, "native_bf16", lambda: True)
+    monkeypatch.setattr(inference, "native_bf16", lambda: True)
     result = forecast(fresh(trained), trained[2], precision="auto", tolerance=0.0)
     assert result.precision.precision == "32"
     assert "differ" in result.precision.reason or "failed" in result.precision.reason
@@ -89,14 +89,14 @@ def test_auto_keeps_float32_when_bfloat16_misses_the_tolerance(trained, monkeypa
 
 
 def test_auto_takes_bfloat16_only_on_a_machine_that_computes_it_natively(trained, monkeypatch):
-    import forecaster.forecasting as forecasting
+    import forecaster.inference as inference
 
     bundle = fresh(trained)
     predictor = Predictor.of(bundle)
-    monkeypatch.setattr(forecasting, "native_bf16", lambda: False)
+    monkeypatch.setattr(inference, "native_bf16", lambda: False)
     emulated = choose_precision(predictor, bundle.examples, "auto", tolerance=1.0)
     assert emulated.precision == "32" and "native" in emulated.reason
-    monkeypatch.setattr(forecasting, "native_bf16", lambda: True)
+    monkeypatch.setattr(inference, "native_bf16", lambda: True)
     native = choose_precision(predictor, bundle.examples, "auto", tolerance=1.0)
     if "failed" in native.reason:
         pytest.skip(native.reason)
@@ -104,11 +104,11 @@ def test_auto_takes_bfloat16_only_on_a_machine_that_computes_it_natively(trained
 
 
 def test_the_choice_is_measured_once_per_loaded_bundle(trained, monkeypatch):
-    import forecaster.forecasting as forecasting
+    import forecaster.inference as inference
 
     calls = []
-    real = forecasting.choose_precision
-    monkeypatch.setattr(forecasting, "choose_precision", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    real = inference.choose_precision
+    monkeypatch.setattr(inference, "choose_precision", lambda *args, **kw: calls.append(1) or real(*args, **kw))
     bundle = fresh(trained)
     first = forecast(bundle, trained[2])
     second = forecast(bundle, trained[2])
@@ -116,9 +116,9 @@ def test_the_choice_is_measured_once_per_loaded_bundle(trained, monkeypatch):
 
 
 def test_a_bundle_saved_before_examples_checks_on_the_windows_it_forecasts(trained, tmp_path, monkeypatch):
-    import forecaster.forecasting as forecasting
+    import forecaster.inference as inference
 
-    monkeypatch.setattr(forecasting, "native_bf16", lambda: True)
+    monkeypatch.setattr(inference, "native_bf16", lambda: True)
     bundle = fresh(trained)
     bundle.examples = None
     bundle.save(tmp_path / "old")

@@ -19,7 +19,8 @@ import pandas as pd
 from forecaster.config import DataConfig
 from forecaster.data.features import future_grid
 from forecaster.data.io import with_series_key
-from forecaster.data.validate import SINGLE_SERIES_ID, check_columns, parse_timestamps
+from forecaster.data.timestamps import parse_timestamps
+from forecaster.data.validate import SINGLE_SERIES_ID, check_columns
 from forecaster.errors import DataError
 
 SCENARIO = "scenario"  # the column of the future rows that names a version of the future

@@ -162,3 +162,10 @@ def _read_parquet(file: Path) -> pd.DataFrame:
     if any(name is not None for name in frame.index.names):
         frame = frame.reset_index()
     return frame
+
+
+def describe_row(position: int, source: str) -> str:
+    """How to point a user at input row `position` (0-based, header excluded)."""
+    if Path(source).suffix.lower() in CSV_SUFFIXES:
+        return f"line {position + 2}"
+    return f"row {position}"

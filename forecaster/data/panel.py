@@ -15,7 +15,8 @@ import pandas as pd
 
 from forecaster.config import DataConfig
 from forecaster.data.io import read_table
-from forecaster.data.validate import ScannedFrame, describe_row, scan_frame
+from forecaster.data.io import describe_row
+from forecaster.data.validate import ScannedFrame, scan_frame
 from forecaster.errors import DataError
 
 REPORT_COLUMNS = ["series_id", "length", "freq", "start", "end", "gaps", "missing_values", "filled", "dropped"]

@@ -19,7 +19,8 @@ import pandas as pd
 
 from forecaster.config import DataConfig
 from forecaster.data.io import file_format, peek_lines, read_table, sniff_delimiter_of, with_series_key
-from forecaster.data.validate import ScannedFrame, is_year_column, parse_timestamps, scan_frame
+from forecaster.data.timestamps import is_year_column, parse_timestamps
+from forecaster.data.validate import ScannedFrame, scan_frame
 from forecaster.errors import DataError
 
 TARGET_NAMES = ("ot", "target", "value", "y", "load", "sales", "demand")
