@@ -247,3 +247,39 @@ def test_compare_killed_mid_way_resumes_keeping_its_finished_candidates(tmp_path
     assert board.keys() == expected.keys()
     for model, value in expected.items():
         assert board[model] == pytest.approx(value, rel=1e-6), model
+
+
+def test_tune_killed_during_a_trial_resumes_counting_the_trials_it_finished(tmp_path):
+    """kill -9 while a trial trains, after one trial finished: the rerun marks the killed trial failed, keeps the
+    finished one, and runs only what is missing for the requested number of trials."""
+    import optuna
+
+    from forecaster_pipelines import tune
+
+    path, config = write_config(tmp_path, "tune")
+    config = config.with_overrides({"tune.trials": 3, "tune.space": {"hidden_size": [8, 16]}, "tune.prune": False})
+    path.write_text(dump_config(config))
+    storage, name = tune.storage_url(config), tune.study_name(config)
+
+    def states() -> list[str]:
+        try:
+            return [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
+        except Exception:  # no study or no storage yet
+            return []
+
+    process = forecaster("tune", str(path), "-o", str(tmp_path / "tuned.yaml"))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        now = states()
+        if now.count("COMPLETE") >= 1 and now.count("RUNNING") == 1:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the tune ended before it could be killed"
+    finished = states().count("COMPLETE")
+
+    resumed = run_to_end("tune", str(path), "-o", str(tmp_path / "tuned.yaml"))
+    final = states()
+    assert final.count("COMPLETE") == 3 and final.count("FAIL") == 1 and "RUNNING" not in final
+    assert resumed["completed"] == 3 and resumed["failed"] == 1 and finished >= 1
