@@ -295,9 +295,9 @@ def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: s
         ("hidden_size", 64, "raise it (256 in configs/etth1-ot.yaml) when the data is large"),
         ("num_layers", 1, ""),
         ("dropout", 0.1, ""),
-        ("linear_skip", True, "a linear map from the lookback to the horizon beside the recurrence: on "
-                              "benchmarks/suite.py's five datasets it lowered the best network's validation MASE "
-                              "on three, 0.644 against 0.653 on average"),
+        ("linear_skip", True, "a linear map from the lookback to the horizon beside the recurrence: it lowered the "
+                              "best network's validation MASE on M4 Weekly by 4.5 %, and is even on average on "
+                              "benchmarks/suite.py's smaller datasets"),
         ("loss", "mae", "the error compare ranks by (MASE) is absolute: on benchmarks/suite.py's five datasets the "
                         "MAE loss lowered the best network's validation MASE on four, 0.653 against 0.675 on average"),
         *([("season_length", plan.season_length, "the lookback is shorter than one season")]
