@@ -283,3 +283,30 @@ def test_tune_killed_during_a_trial_resumes_counting_the_trials_it_finished(tmp_
     final = states()
     assert final.count("COMPLETE") == 3 and final.count("FAIL") == 1 and "RUNNING" not in final
     assert resumed["completed"] == 3 and resumed["failed"] == 1 and finished >= 1
+
+
+def test_compare_killed_during_the_refit_resumes_and_registers_the_refit_winner(tmp_path):
+    """kill -9 while the winner is refit on every row: every candidate had finished, so `compare --resume` trains
+    none of them again; it judges, refits and registers as an uninterrupted comparison would."""
+    path, config = write_config(tmp_path, "refit")
+    config = config.with_overrides({"compare.models": ["naive", "seasonal_naive", "gru"], "compare.ensemble": False,
+                                    "compare.refit": True, "model.hidden_size": 16})
+    path.write_text(dump_config(config))
+    refits = Path(config.tracking.state_dir) / "checkpoints" / "interrupt" / "gru-refit"
+    process = forecaster("compare", str(path))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None and not list(refits.glob("*/last.ckpt")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL and list(refits.glob("*/last.ckpt")), "not caught in the refit"
+
+    resumed = run_to_end("compare", str(path), "--resume")
+    assert resumed["winner"] == "gru" and resumed["registered_version"] == "1" and resumed["refit_run_id"]
+    client = MlflowClient(tracking_uri(config.tracking))
+    experiment = client.get_experiment_by_name("interrupt").experiment_id
+    children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = "
+                                                              f"'{resumed['parent_run_id']}'")
+    names = sorted((run.data.tags["mlflow.runName"], run.info.status) for run in children)
+    assert names == [("gru", "FINISHED"), ("gru-refit", "FINISHED"), ("gru-refit", "KILLED"),
+                     ("naive", "FINISHED"), ("seasonal_naive", "FINISHED")]
