@@ -180,6 +180,8 @@ def history_frame(panel, data, ends: dict[int, int], rows: int, ahead: int = 0) 
     in the training file's layout (`data`: the DataConfig), values as float64 and timestamps as text, the way a
     CSV file or a JSON request brings them; then `ahead` rows after `ends[i]` with the targets empty (the known
     future a model with future covariates reads)."""
+    from forecaster.data.io import key_parts
+
     frames = []
     for index, end in ends.items():
         start = panel.offsets[index]
@@ -187,9 +189,9 @@ def history_frame(panel, data, ends: dict[int, int], rows: int, ahead: int = 0) 
         frame = pd.DataFrame(panel.values[block].astype(np.float64), columns=panel.columns)
         frame.loc[frame.index[len(frame) - ahead:], panel.targets] = np.nan
         frame.insert(0, data.timestamp, pd.to_datetime(panel.timestamps[block]).astype(str))
-        for position, name in enumerate(data.key_columns, start=1):  # the parts of a composite id, in order
-            parts = panel.series_ids[index].split("/", len(data.key_columns) - 1)
-            frame.insert(position, name, parts[position - 1])
+        parts = key_parts(panel.series_ids[index], data) if data.key_columns else []  # the id, or its parts
+        for position, (name, part) in enumerate(zip(data.key_columns, parts, strict=True), start=1):
+            frame.insert(position, name, part)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

@@ -120,7 +120,7 @@ def forecast(
     and the frame gains a `scenario` column.
     """
     from forecaster.data.future import split_future_rows
-    from forecaster.data.io import with_series_key
+    from forecaster.data.io import with_key_columns, with_series_key
     from forecaster.data.validate import check_columns
 
     data = bundle.config.data
@@ -145,13 +145,10 @@ def forecast(
         frame, choice = _forecast_panel(bundle, panel, None, **settings)
     else:
         frame, choice = _forecast_futures(bundle, panel, ahead, skipped, skip_bad_series, source, settings)
+    forecast_ids = set(frame["series_id"])
     origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)
-               if sid in set(frame["series_id"])}
-    if len(data.key_columns) > 1:  # a composite key's columns follow the joined id, as in the history
-        from forecaster.data.io import split_series_key
-
-        parts = split_series_key(frame["series_id"], data)
-        frame = pd.concat([frame[["series_id"]], parts, frame.drop(columns="series_id")], axis=1)
+               if sid in forecast_ids}
+    frame = with_key_columns(frame, data)  # a composite key's columns follow the joined id, as in the history
     return Forecast(frame=frame, skipped=skipped, origins=origins, precision=choice, batch_size=batch_size)
 
 

@@ -82,7 +82,7 @@ def run(config: Config, forecasts: str | Path | None = None, actuals: str | Path
     """`forecaster monitor`: score every committed forecast under `forecasts` (default `predict.output`) that has
     actuals in `actuals` (default `monitor.actuals`, else `data.path`)."""
     from forecaster.data.features import season_length
-    from forecaster.data.io import read_table
+    from forecaster.data.io import read_table, with_key_columns
     from forecaster.data.validate import scan_frame
 
     folder = Path(forecasts or config.predict.output)
@@ -106,7 +106,7 @@ def run(config: Config, forecasts: str | Path | None = None, actuals: str | Path
         duplicates=duplicates, by_model=monitoring.summarise(record, ["model"]),
         by_origin=monitoring.summarise(record, ["model", "forecast_origin"]),
         by_step=monitoring.summarise(record, ["model", "step"]),
-        by_series=_with_key_columns(monitoring.summarise(record, ["model", "series_id", "target"]), config.data),
+        by_series=with_key_columns(monitoring.summarise(record, ["model", "series_id", "target"]), config.data),
         expected={}, verdict=None, notes=notes,
     )
     _note_partial_origins(result, frame)
@@ -157,17 +157,6 @@ def read_committed(folder: Path, base_scenario: str | None = None) -> tuple[pd.D
         created_at=pd.NaT)
     frame = pd.concat(frames, ignore_index=True) if frames else empty
     return frame, len(frames), notes
-
-
-def _with_key_columns(summary: pd.DataFrame, data) -> pd.DataFrame:
-    """A composite key's columns beside the joined series id, as the forecasts and the history carry them."""
-    if len(data.key_columns) < 2 or summary.empty:
-        return summary
-    from forecaster.data.io import split_series_key
-
-    position = summary.columns.get_loc("series_id") + 1
-    parts = split_series_key(summary["series_id"], data)
-    return pd.concat([summary.iloc[:, :position], parts, summary.iloc[:, position:]], axis=1)
 
 
 def _base_scenario(table: pd.DataFrame, base: str | None, name: str) -> tuple[pd.DataFrame, str]:

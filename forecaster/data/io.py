@@ -67,11 +67,20 @@ def with_series_key(frame: pd.DataFrame, cfg: DataConfig, source: str) -> pd.Dat
     return frame.assign(**{cfg.id_column: joined.astype(object).where(joined.notna(), None)})
 
 
-def split_series_key(ids: pd.Series, cfg: DataConfig) -> pd.DataFrame:
-    """The key columns of a composite key back from the ids `with_series_key` joined (one column per part)."""
-    parts = ids.astype(str).str.split(KEY_SEPARATOR, n=len(cfg.key_columns) - 1, expand=True)
+def key_parts(series_id: str, cfg: DataConfig) -> list[str]:
+    """The values of `cfg.key_columns` that make up `series_id` (one value for a key of one column)."""
+    return series_id.split(KEY_SEPARATOR, len(cfg.key_columns) - 1)
+
+
+def with_key_columns(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """For a composite key, `frame` with its key columns right after `series_id`, split back from the ids
+    `with_series_key` joined; any other frame, and an empty one, as it is."""
+    if len(cfg.key_columns) < 2 or frame.empty:
+        return frame
+    parts = frame["series_id"].astype(str).str.split(KEY_SEPARATOR, n=len(cfg.key_columns) - 1, expand=True)
     parts.columns = cfg.key_columns
-    return parts
+    position = frame.columns.get_loc("series_id") + 1
+    return pd.concat([frame.iloc[:, :position], parts, frame.iloc[:, position:]], axis=1)
 
 
 def file_format(file: Path, configured: str = "auto") -> str:
