@@ -18,12 +18,11 @@ from typing import Any
 from forecaster.config import Config
 from forecaster.errors import ConfigError
 
-from .train import TrainResult, checkpoint_dir
+from .train import MODEL_URI_TAG, TrainResult, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
 DIGEST_TAG = "forecaster.config_sha"
-MODEL_URI_TAG = "forecaster.model_uri"  # set by `train_in_run` on every candidate's run
 
 
 def config_digest(config: Config) -> str:

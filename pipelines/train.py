@@ -51,6 +51,7 @@ class TrainResult:
 
 
 UNLOGGED_METRICS = "unlogged-metrics.jsonl"  # beside a training's checkpoints: epochs the tracking store missed
+MODEL_URI_TAG = "forecaster.model_uri"  # on every training's run: the model it logged
 KEPT_TRAININGS = 5  # checkpoint folders kept per model (the newest): a daily retrain must not fill the disk
 
 
@@ -153,7 +154,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
             bundle.save(model_dir)
             mlflow.log_dict(bundle.calibration.to_dict(), "calibration.json")
         model_uri = log_bundle(bundle, example=bundle.example_history(datamodule))
-        mlflow.set_tag("forecaster.model_uri", model_uri)  # what `compare --resume` reuses
+        mlflow.set_tag(MODEL_URI_TAG, model_uri)  # what `compare --resume` reuses
         mlflow.set_tags({"forecaster.trained_until": bundle.trained_range["last"],
                          "forecaster.trained_rows": bundle.trained_range["rows"]})
         mlflow.log_metrics({"params": fitted.n_params, "train_seconds": fitted.train_seconds,
