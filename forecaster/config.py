@@ -37,6 +37,14 @@ class DataConfig(_Section):
     calendar: list[Literal["hour", "weekday", "month", "dayofyear"]] = Field(default_factory=list)
     freq: str | None = None
     missing: Literal["error", "interpolate", "ffill", "zero", "drop_series"] = "error"
+    timezone: str | None = None  # the zone of the timestamps (IANA name or +02:00); None: from their offsets
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        from forecaster.data.timestamps import check_zone
+
+        return None if value is None else check_zone(value)
 
     @property
     def targets(self) -> list[str]:

@@ -146,8 +146,10 @@ def forecast(
     else:
         frame, choice = _forecast_futures(bundle, panel, ahead, skipped, skip_bad_series, source, settings)
     forecast_ids = set(frame["series_id"])
-    origins = {sid: pd.Timestamp(panel.series_timestamps(i)[-1]) for i, sid in enumerate(panel.series_ids)
-               if sid in forecast_ids}
+    kept = [i for i, sid in enumerate(panel.series_ids) if sid in forecast_ids]
+    last = panel.clock.aware(np.array([panel.series_timestamps(i)[-1] for i in kept]))  # with the input's zone
+    origins = {panel.series_ids[i]: stamp for i, stamp in zip(kept, last, strict=True)}
+    frame["timestamp"] = panel.clock.aware(frame["timestamp"].to_numpy())  # with the input's zone, if it had one
     frame = with_key_columns(frame, data)  # a composite key's columns follow the joined id, as in the history
     return Forecast(frame=frame, skipped=skipped, origins=origins, precision=choice, batch_size=batch_size)
 
@@ -182,7 +184,8 @@ def _forecast_futures(bundle: ModelBundle, panel: Panel, ahead: pd.DataFrame, sk
     last = np.array([panel.series_timestamps(i)[-1] for i in range(panel.n_series)])  # [S]
     for name in scenarios(ahead):
         rows = ahead if name is None else ahead[ahead[SCENARIO].astype(str) == name]
-        values, missing = future_values(rows, data, panel.series_ids, last, panel.freq, bundle.horizon, source)
+        values, missing = future_values(rows, data, panel.series_ids, last, panel.freq, bundle.horizon, source,
+                                        panel.clock)
         label = "" if name is None else f" (scenario '{name}')"
         if missing and not skip_bad_series:
             raise DataError(missing_future_message({sid: why + label for sid, why in missing.items()}, data,
@@ -310,7 +313,7 @@ def _last_windows(bundle: ModelBundle, panel: Panel, future: np.ndarray | None =
     window_panel = Panel(
         series_ids=panel.series_ids, offsets=np.arange(n_series + 1, dtype=np.int64) * (lookback + horizon),
         timestamps=stamps.reshape(-1), values=values.reshape(-1, width), targets=panel.targets,
-        covariates=panel.covariates, future_covariates=panel.future_covariates, freq=panel.freq,
+        covariates=panel.covariates, future_covariates=panel.future_covariates, freq=panel.freq, clock=panel.clock,
     )
     windows = WindowDataset(window_panel, np.full(n_series, lookback), np.full(n_series, lookback + horizon),
                             lookback, horizon, calendar=bundle.config.data.calendar)

@@ -40,9 +40,9 @@ def point_forecasts(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     `nominal_coverage` from the widest calibrated interval (`forecast_lo_NN` / `forecast_hi_NN`), else from the
     outermost quantile columns (`forecast_qNN`), when the model has either (else NaN)."""
     out = pd.DataFrame({
-        "model": model, "forecast_origin": _naive_times(frame["forecast_origin"]),
+        "model": model, "forecast_origin": instants(frame["forecast_origin"]),
         "series_id": frame["series_id"].astype(str), "target": frame["target"].astype(str),
-        "step": frame["step"].astype(np.int64), "timestamp": _naive_times(frame["timestamp"]),
+        "step": frame["step"].astype(np.int64), "timestamp": instants(frame["timestamp"]),
         "forecast": frame["forecast"].astype(np.float64),
     })
     levels = sorted(int(name.removeprefix("forecast_lo_")) for name in frame.columns
@@ -76,7 +76,7 @@ def score_points(forecasts: pd.DataFrame, scan, season_length: int) -> Join:
     for (series_id, target), rows in known.groupby(["series_id", "target"], sort=False):
         index = positions[series_id]
         lo, hi = scan.offsets[index], scan.offsets[index + 1]
-        stamps = scan.timestamps[lo:hi]  # [n] datetime64[ns], a regular grid
+        stamps = scan.clock.utc(scan.timestamps[lo:hi])  # [n] datetime64[ns], sorted: instants, as forecasts
         values = scan.values[lo:hi, columns[target]].astype(np.float64)  # [n], NaN where not observed
         scales = _running_naive_scale(values, season_length)  # [n]: scale of the history up to each row
         target_row = _grid_rows(stamps, rows["timestamp"].to_numpy("datetime64[ns]"))
@@ -228,10 +228,14 @@ def judge_decay(points: pd.DataFrame, model: str, expected_mae: float | None, wi
     return verdict
 
 
-def _naive_times(column: pd.Series) -> pd.Series:
-    """Times without a zone, as `scan_frame` keeps them (a zone is dropped, keeping the wall time)."""
-    parsed = pd.to_datetime(column)
-    return parsed.dt.tz_localize(None) if getattr(parsed.dt, "tz", None) is not None else parsed
+def instants(column: pd.Series) -> pd.Series:
+    """A forecast file's times as monitoring keeps them: UTC instants (without a zone) when written with an offset,
+    as written when not; the actuals' times are read the same way (`Clock.utc`), so the join is on instants."""
+    try:
+        parsed = pd.to_datetime(column)
+    except ValueError:  # offsets that change, e.g. forecasts across a daylight-saving change
+        parsed = pd.to_datetime(column, utc=True)
+    return parsed.dt.tz_convert("UTC").dt.tz_localize(None) if parsed.dt.tz is not None else parsed
 
 
 def error_over_time(by_origin: pd.DataFrame, expected: dict[str, float | None]):

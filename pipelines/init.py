@@ -281,6 +281,9 @@ def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: s
                                          "ahead to covariates")] if future else []),
         *([("calendar", calendar, f"{freq_words} data: {calendar_why}")] if calendar else []),
         ("freq", profile.freq, f"inferred from the timestamps ({freq_words})"),
+        *([("timezone", profile.timezone, "from the timestamps' UTC offsets: times are kept as instants, calendar "
+                                          "features read this zone's local time, outputs carry its offset")]
+          if profile.timezone else []),
         ("missing", missing, holes if missing == "interpolate" else
          "no gaps or empty cells; a file with some is refused until you choose a policy"),
     ]

@@ -19,7 +19,7 @@ import pandas as pd
 from forecaster.config import DataConfig
 from forecaster.data.features import future_grid
 from forecaster.data.io import with_series_key
-from forecaster.data.timestamps import parse_timestamps
+from forecaster.data.timestamps import Clock, read_timestamps
 from forecaster.data.validate import SINGLE_SERIES_ID, check_columns
 from forecaster.errors import DataError
 
@@ -34,8 +34,9 @@ def split_future_rows(history: pd.DataFrame, data: DataConfig, source: str) -> t
     if not len(history):
         return history, history.iloc[:0]
     observed = history[data.targets].notna().to_numpy().any(axis=1)  # [n]
-    stamps = parse_timestamps(history[data.timestamp], data.timestamp, source)  # [n] int64 ns
     keys = _series_keys(history, data)
+    stamps, _ = read_timestamps(history[data.timestamp], data.timestamp, source, data.timezone,
+                                pd.factorize(keys)[0])  # [n] int64 ns
     floor = np.iinfo(np.int64).min
     last = pd.Series(np.where(observed, stamps, floor)).groupby(keys.to_numpy()).transform("max").to_numpy()
     after = (stamps > last) & (last > floor)  # [n]
@@ -65,21 +66,22 @@ def scenarios(future: pd.DataFrame) -> list[str | None]:
 
 
 def future_values(future: pd.DataFrame, data: DataConfig, series_ids: list[str], last: np.ndarray, freq: str,
-                  horizon: int, source: str) -> tuple[np.ndarray, dict[str, str]]:
+                  horizon: int, source: str, clock: Clock = Clock()) -> tuple[np.ndarray, dict[str, str]]:
     """[S, H, Cf] float64: `data.future_covariates` at the `horizon` grid steps after each series' last
-    timestamp (`last` [S], datetime64), read from the rows of `future`; and {series id: what is missing} for the
-    series that lack a step or a value (their rows of the array are NaN there)."""
+    timestamp (`last` [S], datetime64 on the history's `clock`), read from the rows of `future`; and {series id:
+    what is missing} for the series that lack a step or a value (their rows of the array are NaN there)."""
     grid = future_grid(last, freq, horizon).astype("datetime64[ns]").view(np.int64)  # [S, H]
     columns = data.future_covariates
-    stamps = parse_timestamps(future[data.timestamp], data.timestamp, source) if len(future) else np.empty(0, np.int64)
     keys = _series_keys(future, data)
+    stamps = (clock.read(future[data.timestamp], data.timestamp, source, pd.factorize(keys)[0]) if len(future)
+              else np.empty(0, np.int64))
     values = future[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)  # [n, Cf]
     _refuse_text(future, columns, values, source)
     index = pd.MultiIndex.from_arrays([keys.to_numpy(), stamps])
     if index.has_duplicates:
         series, stamp = index[index.duplicated()][0]
-        raise DataError(f"{source}: series '{series}' has two future rows for {pd.Timestamp(stamp)}; keep one (with "
-                        f"a '{SCENARIO}' column, one per scenario)")
+        raise DataError(f"{source}: series '{series}' has two future rows for {clock.aware([stamp])[0]}; keep one "
+                        f"(with a '{SCENARIO}' column, one per scenario)")
     wanted = pd.MultiIndex.from_arrays([np.repeat(series_ids, horizon), grid.reshape(-1)])
     found = pd.DataFrame(values, index=index).reindex(wanted).to_numpy(dtype=np.float64)  # [S*H, Cf]
     found = found.reshape(len(series_ids), horizon, len(columns))  # [S, H, Cf]
@@ -87,7 +89,7 @@ def future_values(future: pd.DataFrame, data: DataConfig, series_ids: list[str],
     reasons = {}
     for index_ in np.flatnonzero(missing.any(axis=1)):
         steps = np.flatnonzero(missing[index_])
-        first = ", ".join(str(pd.Timestamp(grid[index_, step])) for step in steps[:3])
+        first = ", ".join(str(stamp) for stamp in clock.aware(grid[index_, steps[:3]]))
         more = f" and {len(steps) - 3} more" if len(steps) > 3 else ""
         reasons[series_ids[index_]] = f"no future values of {', '.join(columns)} for {first}{more}"
     return found, reasons

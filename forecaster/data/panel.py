@@ -7,6 +7,7 @@ never silent: every series gets a `SeriesReport` with its gaps, empty cells and 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,8 +17,11 @@ import pandas as pd
 from forecaster.config import DataConfig
 from forecaster.data.io import read_table
 from forecaster.data.io import describe_row
+from forecaster.data.timestamps import Clock
 from forecaster.data.validate import ScannedFrame, scan_frame
 from forecaster.errors import DataError
+
+log = logging.getLogger(__name__)
 
 REPORT_COLUMNS = ["series_id", "length", "freq", "start", "end", "gaps", "missing_values", "filled", "dropped"]
 
@@ -57,6 +61,7 @@ class Panel:
     source: str = "<frame>"
     reports: tuple[SeriesReport, ...] = ()
     interpolated: np.ndarray | None = None  # [N, V] bool: cells `data.missing=interpolate` filled
+    clock: Clock = Clock()  # time zone and timeline of `timestamps` (UTC instants or wall-clock times)
 
     @property
     def n_series(self) -> int:
@@ -131,12 +136,8 @@ def series_reports(scan: ScannedFrame) -> list[SeriesReport]:
     for index, series_id in enumerate(scan.series_ids):
         stamps = scan.timestamps[scan.offsets[index] : scan.offsets[index + 1]]
         length = int(scan.offsets[index + 1] - scan.offsets[index] - gaps[index])
-        reports.append(
-            SeriesReport(
-                series_id, length, scan.freq, pd.Timestamp(stamps[0]), pd.Timestamp(stamps[-1]),
-                int(gaps[index]), int(missing[index]),
-            )
-        )
+        start, end = scan.clock.aware(stamps[[0, -1]])  # in the input's zone, if it had one
+        reports.append(SeriesReport(series_id, length, scan.freq, start, end, int(gaps[index]), int(missing[index])))
     return reports
 
 
@@ -146,6 +147,8 @@ def apply_missing_policy(scan: ScannedFrame, policy: str) -> Panel:
     holes = [index for index, report in enumerate(reports) if report.gaps or report.missing_values]
     if holes and policy == "error":
         raise DataError(missing_message(scan, reports, holes))
+    if holes and skipped_hour_hint(scan):
+        log.warning("%s: data.missing=%s fills the absent timestamps.%s", scan.source, policy, skipped_hour_hint(scan))
     dropped = set(holes) if policy == "drop_series" else set()
     keep = [index for index in range(len(reports)) if index not in dropped]
     if not keep:
@@ -167,7 +170,7 @@ def apply_missing_policy(scan: ScannedFrame, policy: str) -> Panel:
         series_ids=list(scan.series_ids), offsets=np.asarray(scan.offsets, dtype=np.int64), timestamps=scan.timestamps,
         values=values, targets=list(scan.targets), covariates=list(scan.covariates),
         future_covariates=list(scan.future_covariates), freq=scan.freq, source=scan.source, reports=tuple(reports),
-        interpolated=interpolated,
+        interpolated=interpolated, clock=scan.clock,
     )
     return panel.select(keep)
 
@@ -244,5 +247,20 @@ def missing_message(scan: ScannedFrame, reports: list[SeriesReport], holes: list
     return (
         f"{scan.source}: {len(holes)} of {len(reports)} series have gaps or empty cells and data.missing is "
         f"'error': " + "; ".join(parts) + more + ". Fill them with --set data.missing=interpolate (or ffill, "
-        "zero), drop those series with --set data.missing=drop_series, or fix the file."
+        "zero), drop those series with --set data.missing=drop_series, or fix the file." + skipped_hour_hint(scan)
     )
+
+
+def skipped_hour_hint(scan: ScannedFrame) -> str:
+    """A hint when a file of times without a zone lacks an hour the clocks skip when daylight saving starts (between
+    01:00 and 03:59 on a Sunday of March, April, September or October), else ''."""
+    if scan.clock.zone is not None:
+        return ""
+    absent = pd.DatetimeIndex(scan.timestamps[scan.rows < 0])
+    spring = absent.month.isin([3, 4, 9, 10]) & (absent.dayofweek == 6) & (absent.hour >= 1) & (absent.hour < 4)
+    if not spring.any():
+        return ""
+    return (f" The absent {absent[spring][0]} looks like the hour the clocks skip when daylight saving starts: the "
+            f"times are local wall-clock times. Set data.timezone to the file's zone (for example "
+            f"--set data.timezone=Europe/Berlin) to read them as instants, which have no gap there, or write the "
+            f"times with their UTC offset.")

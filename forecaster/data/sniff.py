@@ -62,6 +62,7 @@ class TableProfile:
     missing_cells: int
     series_with_holes: int
     ignored: dict[str, str] = field(default_factory=dict)
+    timezone: str | None = None  # the zone of timestamps written with UTC offsets (`Clock.zone`)
 
     @property
     def layout(self) -> str:
@@ -120,7 +121,7 @@ def sniff_table(path: str | Path) -> TableProfile:
         rows=len(frame), shortest=int(lengths.min()), shortest_series=scan.series_ids[int(np.argmin(lengths))],
         longest=int(lengths.max()), targets=targets, covariates=covariates, target_reason=target_reason,
         gaps=int(scan.gaps().sum()), missing_cells=int(empty.sum()),
-        series_with_holes=int((holes_per_series > 0).sum()), ignored=ignored,
+        series_with_holes=int((holes_per_series > 0).sum()), ignored=ignored, timezone=scan.clock.zone,
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from forecaster.config import SplitConfig
 from forecaster.data.panel import Panel
@@ -100,7 +99,7 @@ def _border(value: int | str | None, key: str, panel: Panel, default: np.ndarray
     if isinstance(value, int):
         return np.full(panel.n_series, value, dtype=np.int64)
     try:
-        border = np.datetime64(pd.Timestamp(value).as_unit("ns"))
+        border = panel.clock.at(value)
     except ValueError:
         raise DataError(f"{key}={value!r} is neither a row count nor a timestamp such as 2017-06-01.") from None
     return np.array(

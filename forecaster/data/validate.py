@@ -19,7 +19,7 @@ from pandas.tseries.frequencies import to_offset
 
 from forecaster.config import DataConfig
 from forecaster.data.io import describe_row
-from forecaster.data.timestamps import parse_timestamps
+from forecaster.data.timestamps import Clock, read_timestamps
 from forecaster.errors import DataError
 
 SINGLE_SERIES_ID = "series"
@@ -46,6 +46,7 @@ class ScannedFrame:
     covariates: list[str]
     future_covariates: list[str]
     freq: str
+    clock: Clock = Clock()  # how the timestamps map to time zones (`data.timestamps`)
 
     @property
     def columns(self) -> list[str]:
@@ -72,12 +73,12 @@ def scan_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> ScannedFram
     if frame.empty:
         raise DataError(f"{source}: the table has no rows. Expected at least lookback + horizon rows per series.")
     codes, series_ids = _series_codes(frame, cfg, source)
-    stamps = parse_timestamps(frame[cfg.timestamp], cfg.timestamp, source)
+    stamps, clock = read_timestamps(frame[cfg.timestamp], cfg.timestamp, source, cfg.timezone, codes)
     values = parse_values(frame, columns, codes, series_ids, source)
 
     order = np.lexsort((stamps, codes))  # stable: by series, then time, then input order
     codes, stamps = codes[order], stamps[order]
-    _check_duplicates(codes, stamps, order, series_ids, source, single=cfg.series_id is None)
+    _check_duplicates(codes, stamps, order, series_ids, source, single=cfg.series_id is None, zoned=bool(clock.zone))
     counts = np.bincount(codes, minlength=len(series_ids))
     raw_offsets = np.concatenate([[0], np.cumsum(counts)])
 
@@ -103,7 +104,7 @@ def scan_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> ScannedFram
     timestamps = grid_stamps.astype("datetime64[ns]")
     return ScannedFrame(
         source, series_ids, offsets, timestamps, grid_values, grid_rows,
-        cfg.targets, list(cfg.covariates), list(cfg.future_covariates), freq,
+        cfg.targets, list(cfg.covariates), list(cfg.future_covariates), freq, clock,
     )
 
 
@@ -191,7 +192,8 @@ def _raise_bad_value(
 
 
 def _check_duplicates(
-    codes: np.ndarray, stamps: np.ndarray, order: np.ndarray, series_ids: list[str], source: str, single: bool
+    codes: np.ndarray, stamps: np.ndarray, order: np.ndarray, series_ids: list[str], source: str, single: bool,
+    zoned: bool = False,
 ) -> None:
     """`codes`, `stamps`, `order` are sorted by series then time: duplicates sit next to each other."""
     same = (codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1])
@@ -200,11 +202,12 @@ def _check_duplicates(
     i = int(np.argmax(same))
     first, second = sorted((int(order[i]), int(order[i + 1])))
     stamp = pd.Timestamp(stamps[i])
-    if _looks_like_clocks_going_back(stamp):
+    if not zoned and _looks_like_clocks_going_back(stamp):
         hint = (f" This looks like the hour a daylight-saving change repeats (clocks going back on {stamp.date()}): "
-                f"the times are local wall-clock times without their UTC offset, so two instants read alike. Write "
-                f"them with the offset (for example {stamp.strftime('%Y-%m-%d %H:%M:%S')}+02:00 and "
-                f"{stamp.strftime('%Y-%m-%d %H:%M:%S')}+01:00): each instant is then distinct.")
+                f"the times are local wall-clock times without their UTC offset, so two instants read alike. Set "
+                f"data.timezone to the file's zone (for example --set data.timezone=Europe/Berlin): of the two rows, "
+                f"the first is then read as the earlier instant. Or write the times with their offset (for example "
+                f"{stamp.strftime('%Y-%m-%d %H:%M:%S')}+02:00 and {stamp.strftime('%Y-%m-%d %H:%M:%S')}+01:00).")
     elif single:
         hint = " If the file holds several series, set data.series_id to the column that names them."
     else:

@@ -46,7 +46,7 @@ class WindowDataset(Dataset):
     ) -> None:
         self.values = np.ascontiguousarray(panel.values, dtype=np.float32)  # [N, V], no copy when already so
         self.calendar = list(calendar)
-        self.timestamps = panel.timestamps if self.calendar else None
+        self.timestamps = panel.clock.local(panel.timestamps) if self.calendar else None  # the zone's local time
         self.lookback, self.horizon, self.stride = lookback, horizon, stride
         self.n_targets = len(panel.targets)
         self.n_past_covariates = len(panel.covariates)

@@ -259,11 +259,16 @@ def _counts(session, output: Path) -> dict[str, Any]:
 
 
 def _forecast_group(history, *, bundle_name: str, skip_bad_series: bool, inference: dict, metadata: dict):
-    """One group of whole series -> its forecast rows, with the pandas engine's columns. Runs on executors."""
+    """One group of whole series -> its forecast rows, with the pandas engine's columns. Runs on executors.
+    Times with a zone are written as UTC (the Parquet columns are TIMESTAMP_NTZ, whatever the zone)."""
     from forecaster.forecasting import forecast, with_metadata
 
     bundle = _executor_bundle(bundle_name)
-    return with_metadata(forecast(bundle, history, skip_bad_series=skip_bad_series, **inference), **metadata)
+    frame = with_metadata(forecast(bundle, history, skip_bad_series=skip_bad_series, **inference), **metadata)
+    for column in ("timestamp", "forecast_origin"):
+        if frame[column].dt.tz is not None:
+            frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    return frame
 
 
 @functools.lru_cache(maxsize=4)
