@@ -8,14 +8,23 @@ from __future__ import annotations
 import difflib
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from forecaster.errors import ConfigError
 
-Cell = Literal["rnn", "lstm", "gru", "peephole_lstm"]
+def _registered_metric(value: str) -> str:
+    from forecaster.metrics import METRICS  # numpy only: loading a config never imports torch
+
+    if value not in METRICS:
+        raise ValueError(f"unknown metric {value!r}; choose one of {', '.join(METRICS)}")
+    return value
+
+
+MetricName = Annotated[str, AfterValidator(_registered_metric)]  # a name in `forecaster.metrics.METRICS`
+Cell = Literal["rnn", "lstm", "gru", "peephole_lstm", "slstm", "mlstm"]  # `models.cells.CELLS`, which needs torch
 Strategy = Literal["direct", "recursive", "seq2seq", "segment"]
 STATISTICAL = ("ets", "theta", "mstl", "arima")  # statsforecast's models, fitted per series (models/statistical.py)
 BASELINES = ("naive", "seasonal_naive", "linear", *STATISTICAL)  # every model type that is not a network
@@ -169,7 +178,7 @@ class CompareConfig(_Section):
     models: list[str | dict[str, Any]] = Field(
         default_factory=lambda: ["rnn", "lstm", "gru", "naive", "seasonal_naive", "linear"]
     )
-    metric: Literal["mse", "mae", "mae_original", "rmse_original", "smape", "mase"] = "mse"
+    metric: MetricName = "mse"
     backtest_folds: int = Field(0, ge=0)
     backtest_step: int | None = Field(None, ge=1)
     register_winner: bool = True
@@ -266,7 +275,7 @@ class TuneConfig(_Section):
     trials: int = Field(20, ge=1)  # finished trials (complete or pruned) the study should hold, resumes included
     timeout: float | None = Field(None, gt=0.0)  # minutes for this invocation; a trial still training then stops
     # at its next epoch end, failed (it counts toward no budget)
-    metric: Literal["mse", "mae", "mae_original", "rmse_original", "smape", "mase"] = "mse"
+    metric: MetricName = "mse"
     jobs: int = Field(1, ge=1)  # worker processes, each with cores // jobs torch threads
     prune: bool = True
     prune_startup_trials: int = Field(3, ge=0)  # complete trials before the median pruner judges others

@@ -15,7 +15,7 @@ import torch
 
 from forecaster.calibration import Calibration
 from forecaster.forecasting import Predictor, scaled_forecasts
-from forecaster.metrics import evaluate, interval_metrics, naive_scale
+from forecaster.metrics import Windows, evaluate, interval_metrics, naive_scale
 
 
 @dataclass
@@ -53,14 +53,14 @@ def forecast_windows(predictor: Predictor, batches: Iterable[dict[str, torch.Ten
     )
 
 
-def mase_scales(datamodule, season_length: int) -> np.ndarray:
-    """[S, T]: each series' in-sample seasonal-naive MAE over its training rows, in original units."""
+def mase_scales(datamodule, season_length: int, power: int = 1) -> np.ndarray:
+    """[S, T]: each series' in-sample seasonal-naive MAE (`power` 2: MSE) over its training rows, original units."""
     panel, n_targets = datamodule.panel, datamodule.n_targets
     scales = []
     for index in range(len(panel.series_ids)):
         start = panel.offsets[index]
         history = panel.values[start : start + int(datamodule.borders.train_end[index]), :n_targets]
-        scales.append(naive_scale(history.astype(np.float64), season_length))
+        scales.append(naive_scale(history.astype(np.float64), season_length, power))
     return np.stack(scales)
 
 
@@ -73,7 +73,8 @@ def score(forecasts: WindowForecasts | None, datamodule, calibration: Calibratio
     pred_original = scaler.inverse_targets(forecasts.pred, forecasts.series)
     actual_original = scaler.inverse_targets(forecasts.actual, forecasts.series)
     scale = mase_scales(datamodule, datamodule.season_length)[forecasts.series]  # [N, T]
-    metrics = evaluate(forecasts.pred, forecasts.actual, pred_original, actual_original, scale)
+    scale_sq = mase_scales(datamodule, datamodule.season_length, power=2)[forecasts.series]  # [N, T]
+    metrics = evaluate(Windows(forecasts.pred, forecasts.actual, pred_original, actual_original, scale, scale_sq))
     if calibration is not None:
         bands = forecasts.bands(calibration, levels=list(calibration.margins))
         original = {level: (scaler.inverse_targets(lo, forecasts.series), scaler.inverse_targets(hi, forecasts.series))

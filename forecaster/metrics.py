@@ -1,8 +1,12 @@
-"""Forecast accuracy metrics on numpy arrays.
+"""Forecast accuracy metrics on numpy arrays, and `METRICS`: the registry every ranking and report reads.
 
 `mse` and `mae` are reported on the standardised scale (as in the ETTh1 literature); `mae_original`,
-`rmse_original`, `smape` and `mase` in the data's own units. Arrays are `[N, H, T]`: N forecast windows,
-H horizon steps, T target variables.
+`rmse_original`, `smape`, `mase`, `rmsse` and `wape` in the data's own units. Arrays are `[N, H, T]`: N forecast
+windows, H horizon steps, T target variables.
+
+A metric is one `register(Metric(...))` below: `compare.metric` and `tune.metric` accept every registered name,
+evaluation reports them all (`val_<name>`, `test_<name>`), and those with a `points` function are scored by
+`forecaster monitor` too, under their `monitored_as` name. A new metric is one entry here and its test.
 
 The M4 competition's scoring is here too, as named functions (`m4_scores`): sMAPE and MASE per series, averaged
 over series, MASE scaled by the seasonal-naive error of each series' whole training row, and OWA relative to
@@ -15,9 +19,10 @@ the M4 competition's mean scaled interval score of the 95 % band (alpha = 0.05).
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from dataclasses import dataclass
 
-METRIC_NAMES = ("mse", "mae", "mae_original", "rmse_original", "smape", "mase")
+import numpy as np
 
 
 def mse(pred: np.ndarray, actual: np.ndarray) -> float:
@@ -38,15 +43,16 @@ def smape(pred: np.ndarray, actual: np.ndarray) -> float:
     return float(100.0 * np.mean(ratio))
 
 
-def naive_scale(history: np.ndarray, season_length: int = 1) -> np.ndarray:
-    """Per-variable in-sample mean absolute error of the seasonal naive forecast: MASE's denominator.
+def naive_scale(history: np.ndarray, season_length: int = 1, power: int = 1) -> np.ndarray:
+    """Per-variable in-sample mean absolute (`power` 1: MASE's denominator) or squared (`power` 2: RMSSE's) error
+    of the seasonal naive forecast.
 
     history: [N_rows, T] in original units (training rows of one series). Returns [T]; NaN where the series
     is shorter than one season plus one row, or where it is constant (zero scale).
     """
     if len(history) <= season_length:
         return np.full(history.shape[1], np.nan)
-    scale = np.nanmean(np.abs(history[season_length:] - history[:-season_length]), axis=0)
+    scale = np.nanmean(np.abs(history[season_length:] - history[:-season_length]) ** power, axis=0)
     return np.where(scale > 0, scale, np.nan)
 
 
@@ -59,22 +65,89 @@ def mase(pred: np.ndarray, actual: np.ndarray, scale: np.ndarray) -> float:
     return float(np.nanmean(errors)) if np.isfinite(errors).any() else float("nan")
 
 
-def evaluate(
-    pred_scaled: np.ndarray,
-    actual_scaled: np.ndarray,
-    pred_original: np.ndarray,
-    actual_original: np.ndarray,
-    mase_scale: np.ndarray,
-) -> dict[str, float]:
-    """Every metric forecaster reports, from forecasts in both scales. mase_scale: [N, T]."""
-    return {
-        "mse": mse(pred_scaled, actual_scaled),
-        "mae": mae(pred_scaled, actual_scaled),
-        "mae_original": mae(pred_original, actual_original),
-        "rmse_original": float(np.sqrt(mse(pred_original, actual_original))),
-        "smape": smape(pred_original, actual_original),
-        "mase": mase(pred_original, actual_original, mase_scale),
-    }
+def rmsse(pred: np.ndarray, actual: np.ndarray, scale_sq: np.ndarray) -> float:
+    """Root mean squared scaled error (M5): per window and variable, sqrt(mean_h (y - f)^2 / scale_sq), averaged.
+    scale_sq: [N, T], the in-sample seasonal-naive mean squared error of each window's series (NaN: left out)."""
+    errors = np.sqrt(((pred - actual) ** 2).mean(axis=1) / scale_sq)  # [N, T]
+    return float(np.nanmean(errors)) if np.isfinite(errors).any() else float("nan")
+
+
+def wape(pred: np.ndarray, actual: np.ndarray) -> float:
+    """Weighted absolute percentage error: 100 * sum |y - f| / sum |y|. NaN when every actual is zero."""
+    total = float(np.sum(np.abs(actual)))
+    return 100.0 * float(np.sum(np.abs(pred - actual))) / total if total > 0 else float("nan")
+
+
+# -- the registry ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Forecast windows and their actuals, [N, H, T] each, standardised (`*_scaled`) and in original units, with
+    each window's series' in-sample seasonal-naive errors [N, T]: mean absolute (`scale`) and mean squared
+    (`scale_sq`)."""
+
+    pred_scaled: np.ndarray
+    actual_scaled: np.ndarray
+    pred: np.ndarray
+    actual: np.ndarray
+    scale: np.ndarray
+    scale_sq: np.ndarray
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An accuracy metric, lower is better. `windows` scores forecast windows (training, compare, tune, the champion
+    challenge); `points`, when set, scores monitoring's points: forecast, actual, and the seasonal-naive `scale` and
+    `scale_sq` of each point's history up to its origin, [n] each; `monitored_as` names it there."""
+
+    name: str
+    description: str
+    windows: Callable[[Windows], float]
+    points: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float] | None = None
+    monitored_as: str | None = None
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    if metric.name in METRICS:
+        raise ValueError(f"metric {metric.name!r} is registered twice")
+    METRICS[metric.name] = metric
+    return metric
+
+
+def monitored() -> list[Metric]:
+    """The metrics `forecaster monitor` scores, in registry order."""
+    return [metric for metric in METRICS.values() if metric.points is not None]
+
+
+def _mean_ratio(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+register(Metric("mse", "mean squared error on the standardised scale", lambda w: mse(w.pred_scaled, w.actual_scaled)))
+register(Metric("mae", "mean absolute error on the standardised scale", lambda w: mae(w.pred_scaled, w.actual_scaled)))
+register(Metric("mae_original", "mean absolute error in the data's units", lambda w: mae(w.pred, w.actual),
+                points=lambda f, y, s, s2: mae(f, y), monitored_as="mae"))
+register(Metric("rmse_original", "root mean squared error in the data's units",
+                lambda w: float(np.sqrt(mse(w.pred, w.actual))),
+                points=lambda f, y, s, s2: float(np.sqrt(mse(f, y))), monitored_as="rmse"))
+register(Metric("smape", "symmetric MAPE in percent (M4)", lambda w: smape(w.pred, w.actual),
+                points=lambda f, y, s, s2: smape(f, y), monitored_as="smape"))
+register(Metric("mase", "MAE over each series' in-sample seasonal-naive MAE", lambda w: mase(w.pred, w.actual, w.scale),
+                points=lambda f, y, s, s2: _mean_ratio(np.abs(f - y) / s), monitored_as="mase"))
+register(Metric("rmsse", "RMSE over each series' in-sample seasonal-naive RMSE (M5)",
+                lambda w: rmsse(w.pred, w.actual, w.scale_sq),
+                points=lambda f, y, s, s2: float(np.sqrt(_mean_ratio((f - y) ** 2 / s2))), monitored_as="rmsse"))
+register(Metric("wape", "sum of absolute errors over the sum of absolute actuals, in percent",
+                lambda w: wape(w.pred, w.actual), points=lambda f, y, s, s2: wape(f, y), monitored_as="wape"))
+
+
+def evaluate(windows: Windows) -> dict[str, float]:
+    """Every registered metric of `windows`."""
+    return {name: metric.windows(windows) for name, metric in METRICS.items()}
 
 
 def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> float:

@@ -14,7 +14,6 @@ reads and writes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,14 +22,15 @@ import pandas as pd
 from forecaster import metrics
 
 KEYS = ["model", "forecast_origin", "series_id", "target", "step"]
-SUMMARY_COLUMNS = ["points", "mae", "rmse", "smape", "mase", "bias", "snaive_mae", "coverage", "nominal_coverage"]
+SUMMARY_COLUMNS = ["points", *(metric.monitored_as for metric in metrics.monitored()), "bias", "snaive_mae", "coverage",
+                   "nominal_coverage"]  # mae, rmse, smape, mase, rmsse, wape: `metrics.METRICS` decides
 
 
 @dataclass
 class Join:
     """A pass's scored points, and what could not be scored yet."""
 
-    points: pd.DataFrame  # one row per KEYS: forecast, actual, snaive, mase_scale, lower, upper, ...
+    points: pd.DataFrame  # one row per KEYS: forecast, actual, snaive, mase_scale, rmsse_scale, lower, upper, ...
     pending: int = 0  # forecast points whose actual has not arrived (or is empty)
     absent_series: list[str] = field(default_factory=list)  # forecast series the actuals do not hold
 
@@ -67,7 +67,8 @@ def point_forecasts(frame: pd.DataFrame, model: str) -> pd.DataFrame:
 def score_points(forecasts: pd.DataFrame, scan, season_length: int) -> Join:
     """Join `forecasts` (from `point_forecasts`) to the actuals `scan` (a `ScannedFrame`) on series, target and
     timestamp. Adds `actual`, `snaive` (the seasonal-naive forecast from the history up to the origin: step h
-    repeats the value at origin + h - m * ceil(h / m)) and `mase_scale`; keeps only points with an actual."""
+    repeats the value at origin + h - m * ceil(h / m)), `mase_scale` and `rmsse_scale` (the seasonal-naive mean
+    absolute and squared errors of the history up to the origin); keeps only points with an actual."""
     positions = {series_id: index for index, series_id in enumerate(scan.series_ids)}
     columns = {name: j for j, name in enumerate(scan.targets)}
     pieces, pending = [], 0
@@ -79,6 +80,7 @@ def score_points(forecasts: pd.DataFrame, scan, season_length: int) -> Join:
         stamps = scan.clock.utc(scan.timestamps[lo:hi])  # [n] datetime64[ns], sorted: instants, as forecasts
         values = scan.values[lo:hi, columns[target]].astype(np.float64)  # [n], NaN where not observed
         scales = _running_naive_scale(values, season_length)  # [n]: scale of the history up to each row
+        squares = _running_naive_scale(values, season_length, power=2)  # [n]
         target_row = _grid_rows(stamps, rows["timestamp"].to_numpy("datetime64[ns]"))
         origin_row = _grid_rows(stamps, rows["forecast_origin"].to_numpy("datetime64[ns]"))
         steps = rows["step"].to_numpy()
@@ -88,20 +90,21 @@ def score_points(forecasts: pd.DataFrame, scan, season_length: int) -> Join:
             actual=_take(values, target_row, target_row >= 0),
             snaive=_take(values, source_row, usable),
             mase_scale=_take(scales, origin_row, origin_row >= 0),
+            rmsse_scale=_take(squares, origin_row, origin_row >= 0),
         )
         has_actual = scored["actual"].notna()
         pending += int((~has_actual).sum())
         pieces.append(scored[has_actual])
-    empty = forecasts.iloc[:0].assign(actual=[], snaive=[], mase_scale=[])
+    empty = forecasts.iloc[:0].assign(actual=[], snaive=[], mase_scale=[], rmsse_scale=[])
     points = pd.concat(pieces, ignore_index=True) if pieces else empty
     return Join(points=points, pending=pending, absent_series=absent)
 
 
-def _running_naive_scale(values: np.ndarray, season_length: int) -> np.ndarray:
-    """[n] -> [n]: at row r, `metrics.naive_scale` of values[: r + 1] (NaN-tolerant mean of |y_t - y_{t-m}|),
-    from cumulative sums instead of one pass per origin."""
+def _running_naive_scale(values: np.ndarray, season_length: int, power: int = 1) -> np.ndarray:
+    """[n] -> [n]: at row r, `metrics.naive_scale` of values[: r + 1] (NaN-tolerant mean of |y_t - y_{t-m}| to the
+    `power`), from cumulative sums instead of one pass per origin."""
     diffs = np.full(len(values), np.nan)
-    diffs[season_length:] = np.abs(values[season_length:] - values[:-season_length])
+    diffs[season_length:] = np.abs(values[season_length:] - values[:-season_length]) ** power
     finite = np.isfinite(diffs)
     total, count = np.cumsum(np.where(finite, diffs, 0.0)), np.cumsum(finite)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -161,14 +164,15 @@ def _scores(points: pd.DataFrame) -> pd.Series:
     pred, actual = points["forecast"].to_numpy(), points["actual"].to_numpy()
     if len(points) == 0:
         return pd.Series({name: (0 if name == "points" else np.nan) for name in SUMMARY_COLUMNS})
-    scaled = np.abs(pred - actual) / points["mase_scale"].to_numpy()
+    scale = points["mase_scale"].to_numpy(np.float64)
+    # a record written before RMSSE existed has no squared scales: those points are left out of it
+    scale_sq = points["rmsse_scale"].to_numpy(np.float64) if "rmsse_scale" in points else np.full(len(points), np.nan)
     naive = points["snaive"].notna().to_numpy()
     interval = points["lower"].notna().to_numpy() & points["upper"].notna().to_numpy()
     inside = (actual >= points["lower"].to_numpy()) & (actual <= points["upper"].to_numpy())
     return pd.Series({
-        "points": len(points), "mae": metrics.mae(pred, actual), "rmse": math.sqrt(metrics.mse(pred, actual)),
-        "smape": metrics.smape(pred, actual),
-        "mase": float(np.nanmean(scaled)) if np.isfinite(scaled).any() else np.nan,
+        "points": len(points),
+        **{metric.monitored_as: metric.points(pred, actual, scale, scale_sq) for metric in metrics.monitored()},
         "bias": float(np.mean(pred - actual)),
         "snaive_mae": metrics.mae(points["snaive"].to_numpy()[naive], actual[naive]) if naive.any() else np.nan,
         "coverage": float(inside[interval].mean()) if interval.any() else np.nan,

@@ -168,7 +168,7 @@ def _forecast(bundle, datamodule, origins: list[dict[int, int]], lookback: int, 
 def _score(datamodule, origins: list[dict[int, int]], horizon: int, forecasts: list[list[np.ndarray]],
            metric: str) -> tuple[float, float]:
     """(champion, challenger) on `metric`; the actuals and scales come from the panel."""
-    from forecaster.metrics import evaluate, naive_scale
+    from forecaster.metrics import Windows, evaluate, naive_scale
 
     panel, n_targets = datamodule.panel, datamodule.n_targets
     first_origin = {i: min(cut[i] for cut in origins if i in cut) for cut in origins for i in cut}
@@ -176,17 +176,18 @@ def _score(datamodule, origins: list[dict[int, int]], horizon: int, forecasts: l
     for index, origin in first_origin.items():
         history = panel.series_values(index)[:origin, :n_targets].astype(np.float64)  # [origin, T]
         std = history.std(axis=0)
-        stats[index] = (history.mean(axis=0), np.where(std > 0, std, 1.0),
-                        naive_scale(history, datamodule.season_length))
+        season = datamodule.season_length
+        stats[index] = (history.mean(axis=0), np.where(std > 0, std, 1.0), naive_scale(history, season),
+                        naive_scale(history, season, power=2))
     windows = [(index, origin) for cut in origins for index, origin in cut.items()]  # N, in forecast order
     actual = np.stack([panel.series_values(index)[origin : origin + horizon, :n_targets]
                        for index, origin in windows]).astype(np.float64)  # [N, H, T]
-    mean, std, scale = (np.stack([stats[index][k] for index, _ in windows]) for k in range(3))  # each [N, T]
+    mean, std, scale, scale_sq = (np.stack([stats[index][k] for index, _ in windows]) for k in range(4))  # [N, T]
     mean, std = mean[:, None, :], std[:, None, :]  # [N, 1, T]
     scores = []
     for per_cut in forecasts:
         pred = np.concatenate(per_cut)  # [N, H, T]
-        metrics = evaluate((pred - mean) / std, (actual - mean) / std, pred, actual, scale)
+        metrics = evaluate(Windows((pred - mean) / std, (actual - mean) / std, pred, actual, scale, scale_sq))
         scores.append(float(metrics[metric]))
     return scores[0], scores[1]
 

@@ -336,7 +336,8 @@ def _link_refit(selected: TrainResult, refit: TrainResult) -> None:
 
 def format_result(result: CompareResult) -> str:
     board = result.leaderboard
-    metric_names = ("mse", "mae", "mae_original", "smape", "mase")
+    shown, ranked = ("mse", "mae", "mae_original", "smape", "mase"), result.metric.split("_", 1)[1]
+    metric_names = shown if ranked in shown else (*shown, ranked)  # the ranking metric is always shown
     columns = ["model", *[f"val_{m}" for m in metric_names], *[c for c in board.columns if c.startswith("backtest_")],
                *[f"test_{m}" for m in metric_names],
                *[c for c in board.columns if c.startswith(("test_coverage_", "test_width_"))], "test_msis",

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecaster import monitoring, outputs
+from forecaster import metrics, monitoring, outputs
 from forecaster.config import Config
 from forecaster.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "monitoring.parquet"
+SCORES = [metric.monitored_as for metric in metrics.monitored()]  # mae, rmse, smape, mase, rmsse, wape
 EXPECTED_METRIC = "validation/mae_original"  # logged by training on the validation split, in original units
 
 
@@ -65,8 +66,7 @@ class MonitorResult:
             "origins": int(self.record["forecast_origin"].nunique()) if len(self.record) else 0,
             "series": int(self.record["series_id"].nunique()) if len(self.record) else 0,
             "points": int(overall["points"]), "added": self.added, "updated": self.updated, "pending": self.pending,
-            **{name: _number(overall[name]) for name in ("mae", "rmse", "smape", "mase", "bias", "snaive_mae",
-                                                         "coverage")},
+            **{name: _number(overall[name]) for name in (*SCORES, "bias", "snaive_mae", "coverage")},
             "window": None if verdict is None else {
                 "origins": [o.isoformat() for o in verdict.origins], "mae": _number(verdict.mae),
                 "snaive_mae": _number(verdict.snaive_mae), "expected_mae": verdict.expected_mae,
@@ -259,8 +259,7 @@ def _log_pass(config: Config, result: MonitorResult, live: str | None, season: i
                            "decay_ratio": config.monitor.decay_ratio, "season_length": season,
                            "origin_step": "unix seconds"})
         flat = {key: summary[key] for key in ("points", "added", "updated", "pending", "duplicates", "files",
-                                              "origins", "series", "mae", "rmse", "smape", "mase", "bias",
-                                              "snaive_mae", "coverage")}
+                                              "origins", "series", *SCORES, "bias", "snaive_mae", "coverage")}
         if summary["window"] is not None:
             flat |= {f"window/{key}": summary["window"][key] for key in ("mae", "snaive_mae", "expected_mae")}
         mlflow.log_metrics({key: float(value) for key, value in {**flat, "decay": int(result.decay)}.items()

@@ -1,4 +1,5 @@
-"""The peephole LSTM against its equations, against nn.LSTM, and the layer factory's contract."""
+"""The peephole LSTM and xLSTM's cells against their equations, the peephole LSTM against nn.LSTM, and the layer
+factory's contract."""
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from torch import nn
 
 from forecaster.errors import ConfigError
 from forecaster.models.cells import CELLS, PeepholeLSTM, PeepholeLSTMCell, make_rnn
+from forecaster.models.xlstm import XLSTM, MLSTMCell, SLSTMCell
 
 
 def _random_cell(input_size=3, hidden_size=4):
@@ -84,11 +86,14 @@ def test_peephole_lstm_without_peepholes_is_torch_lstm(batch_first):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_has_the_same_interface_and_initialisation(cell):
-    rnn = make_rnn(cell, 3, 4, num_layers=2, dropout=0.2, bidirectional=True)
+    directions = 2 if CELLS[cell].bidirectional else 1
+    rnn = make_rnn(cell, 3, 4, num_layers=2, dropout=0.2, bidirectional=directions == 2)
     output, state = rnn(torch.randn(2, 5, 3))
-    assert output.shape == (2, 5, 8)
-    for part in state if isinstance(state, tuple) else (state,):
-        assert part.shape == (4, 2, 4)
+    assert output.shape == (2, 5, 4 * directions)
+    state = state if isinstance(state, tuple) else (state,)
+    assert state[0].shape == (2 * directions, 2, 4)  # h first: the decoders read the top layer's h
+    for part in state:
+        assert part.shape[:2] == (2 * directions, 2)  # [layers * directions, batch, ...]
     for name, param in rnn.named_parameters():
         if "weight_hh" in name:
             for block in param.detach().split(4):
@@ -100,3 +105,66 @@ def test_every_cell_has_the_same_interface_and_initialisation(cell):
 def test_unknown_cell_names_the_choices():
     with pytest.raises(ConfigError, match="peephole_lstm"):
         make_rnn("transformer", 3, 4)
+
+
+def _xlstm_by_hand(cell, xs):
+    """The xLSTM equations without the stabiliser (exact in float64 for inputs this small)."""
+    hidden = cell.hidden_size
+    h = torch.zeros(xs.size(0), hidden, dtype=torch.float64)
+    c, n = torch.zeros_like(h), torch.zeros_like(h)
+    memory = torch.zeros(xs.size(0), hidden, hidden, dtype=torch.float64)
+    hs = []
+    for x in xs.unbind(1):
+        if isinstance(cell, SLSTMCell):
+            i, f, z, o = (x @ cell.weight_ih.T + h @ cell.weight_hh.T + cell.bias).chunk(4, dim=1)
+            i, f = torch.exp(i), torch.sigmoid(f)
+            c, n = f * c + i * torch.tanh(z), f * n + i
+            h = torch.sigmoid(o) * c / n
+        else:
+            gates = x @ cell.weight_ih.T + cell.bias
+            q, k, v, o = gates[:, : 4 * hidden].chunk(4, dim=1)
+            k = k / hidden**0.5
+            i, f = torch.exp(gates[:, -2:-1]), torch.sigmoid(gates[:, -1:])
+            memory = f[:, :, None] * memory + i[:, :, None] * v[:, :, None] * k[:, None, :]
+            n = f * n + i * k
+            read = (memory @ q[:, :, None]).squeeze(2)
+            h = torch.sigmoid(o) * read / torch.clamp((n * q).sum(dim=1, keepdim=True).abs(), min=1.0)
+        hs.append(h)
+    return torch.stack(hs, dim=1)
+
+
+@pytest.mark.parametrize("cell_class", [SLSTMCell, MLSTMCell])
+@torch.no_grad()
+def test_xlstm_cells_match_their_equations_and_the_stabiliser_changes_nothing(cell_class):
+    torch.manual_seed(0)
+    layer = XLSTM(cell_class, 3, 4).double()
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.uniform_(-0.8, 0.8)
+    xs = torch.randn(2, 7, 3, dtype=torch.float64)
+    output, state = layer(xs)
+    torch.testing.assert_close(output, _xlstm_by_hand(layer.cells[0], xs), atol=1e-10, rtol=1e-8)
+    first, rest = layer(xs[:, :3]), None
+    rest, _ = layer(xs[:, 3:], first[1])  # continuing from a state is running on
+    torch.testing.assert_close(torch.cat([first[0], rest], dim=1), output, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("cell", ["slstm", "mlstm"])
+def test_xlstm_cells_stay_finite_on_long_large_inputs_and_refuse_two_directions(cell):
+    """300 steps of inputs 30x the normalised scale: the exponential gates stay finite in float32, gradients too."""
+    torch.manual_seed(0)
+    rnn = make_rnn(cell, 3, 4, num_layers=2, dropout=0.1)
+    output, _ = rnn(30 * torch.randn(2, 300, 3))
+    output.sum().backward()
+    assert torch.isfinite(output).all()
+    assert all(torch.isfinite(param.grad).all() for param in rnn.parameters())
+    with pytest.raises(ConfigError, match=f"the {cell} cell runs in one direction"):
+        make_rnn(cell, 3, 4, bidirectional=True)
+
+
+def test_the_configs_cell_names_are_the_registry():
+    from typing import get_args
+
+    from forecaster.config import Cell
+
+    assert list(get_args(Cell)) == list(CELLS)

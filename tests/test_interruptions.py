@@ -5,7 +5,6 @@ training ends where an uninterrupted one does."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -100,7 +99,7 @@ def test_sigterm_exits_143_marks_the_run_killed_and_resume_finishes_that_same_ru
     err = process.stderr.read()
     assert process.returncode == 143, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("interrupted by SIGTERM: kept ") and f"--resume" in last, err
+    assert last.startswith("interrupted by SIGTERM: kept ") and "--resume" in last, err
     assert f"checkpoint of epoch {epoch + 1}" in last or f"checkpoint of epoch {epoch + 2}" in last, last
     client = MlflowClient(tracking_uri(config.tracking))
     [run] = client.search_runs([client.get_experiment_by_name("interrupt").experiment_id])

@@ -63,3 +63,31 @@ def test_naive2_reproduces_the_published_m4_weekly_scores():
     scores = m4_scores(naive2_weekly(train, test.shape[1]), test, train)
     assert (round(scores["smape"], 3), round(scores["mase"], 3)) == (9.161, 2.777)
     assert scores["owa"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_rmsse_and_wape_match_hand_computed_numbers():
+    from forecaster.metrics import rmsse, wape
+
+    pred = np.array([[[1.0], [2.0]], [[0.0], [4.0]]])  # [N=2, H=2, T=1]
+    actual = np.array([[[2.0], [2.0]], [[3.0], [1.0]]])
+    scale_sq = np.array([[4.0], [9.0]])  # [N, T]
+    # window 1: sqrt(mean(1, 0) / 4) = sqrt(1/8); window 2: sqrt(mean(9, 9) / 9) = 1
+    assert rmsse(pred, actual, scale_sq) == pytest.approx((np.sqrt(1 / 8) + 1.0) / 2)
+    assert wape(pred, actual) == pytest.approx(100 * (1 + 0 + 3 + 3) / (2 + 2 + 3 + 1))
+    assert np.isnan(wape(pred, np.zeros_like(actual)))
+    assert naive_scale(np.array([[1.0], [3.0], [2.0]]), 1, power=2)[0] == pytest.approx((4 + 1) / 2)
+
+
+def test_every_registered_metric_is_rankable_and_reported():
+    from forecaster.config import Config, load_config
+    from forecaster.errors import ConfigError
+    from forecaster.metrics import METRICS, Windows, evaluate
+
+    rng = np.random.default_rng(0)
+    windows = Windows(*(rng.normal(size=(3, 4, 2)) for _ in range(4)), np.ones((3, 2)), np.ones((3, 2)))
+    scores = evaluate(windows)
+    assert set(scores) == set(METRICS) and {"rmsse", "wape"} <= set(scores)
+    assert all(np.isfinite(value) for value in scores.values())
+    assert Config().with_overrides({"compare.metric": "rmsse", "tune.metric": "wape"}).compare.metric == "rmsse"
+    with pytest.raises(ConfigError, match=r"unknown metric 'mape'.*rmsse.*wape"):
+        load_config(None, {"compare.metric": "mape"})

@@ -350,3 +350,11 @@ def test_level_shift_is_flagged_and_retrain_on_decay_moves_the_alias(mlflow_serv
     history = [json.loads(line) for line in (tmp_path / "state" / "schedule-history.jsonl").read_text().splitlines()]
     assert [record["decay"] for record in history] == [True, True]
     assert "retrain:" in history[0]["detail"]
+
+
+def test_rmsse_and_wape_are_monitored_from_the_registry():
+    scores = monitoring.summarise(scored(forecast_file(), actuals()).points).iloc[0]
+    # squared seasonal-naive errors up to the origin (row 3): (2 - 1)^2 and (6 - 3)^2, mean 5; errors 1, -2, 0
+    assert scores["rmsse"] == pytest.approx(math.sqrt((1 + 4 + 0) / 5 / 3))
+    assert scores["wape"] == pytest.approx(100 * (1 + 2 + 0) / (4 + 9 + 7))
+    assert {"rmsse", "wape"} <= set(monitoring.SUMMARY_COLUMNS)

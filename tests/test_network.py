@@ -57,7 +57,8 @@ CASES = [
     for strategy in STRATEGIES
     for data in DATA
     for options in OPTIONS
-    if not (strategy in ("recursive", "segment") and OPTIONS[options].get("bidirectional"))
+    if not ((strategy in ("recursive", "segment") or not CELLS[cell].bidirectional)
+            and OPTIONS[options].get("bidirectional"))
 ]
 
 

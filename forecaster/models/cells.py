@@ -1,23 +1,27 @@
-"""The recurrent layers, by name: torch's fused `rnn`, `lstm`, `gru`, and our own `peephole_lstm`.
+"""The recurrent layers, by name (`CELLS`, the registry `model.cell` reads): torch's fused `rnn`, `lstm`, `gru`,
+our own `peephole_lstm`, and xLSTM's `slstm` and `mlstm` (`models/xlstm.py`).
 
 Every layer returned by `make_rnn` has `nn.LSTM`'s interface, batch first:
 `rnn(x [B, L, F], state=None) -> (output [B, L, D*H], state)`, where `state` is `h [D*layers, B, H]` for RNN and
-GRU and the pair `(h, c)` for the LSTMs (D = 2 when bidirectional). The network therefore never asks which cell
-it holds, except for the state's type.
+GRU and a tuple whose first part is `h` for the others ((h, c) for the LSTMs; D = 2 when bidirectional). The network
+therefore never asks which cell it holds.
+
+A new cell is one `register_cell` call here (and its name in `config.Cell`, which loads without torch; a test keeps
+the two lists equal).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from forecaster.errors import ConfigError
-
-CELLS = ("rnn", "lstm", "gru", "peephole_lstm")
-LSTM_CELLS = ("lstm", "peephole_lstm")
+from forecaster.models.xlstm import XLSTM, MLSTMCell, SLSTMCell
 
 
 class PeepholeLSTMCell(nn.Module):
@@ -162,16 +166,62 @@ def init_recurrent_weights(rnn: nn.Module, forget_bias: float = 0.0) -> None:
                     param[hidden : 2 * hidden] = forget_bias  # gate order i, f, g, o: the second block forgets
 
 
+@dataclass(frozen=True)
+class CellType:
+    """A registered cell: `build(input_size, hidden_size, num_layers, dropout, bidirectional)` returns its
+    initialised batch-first layer; `bidirectional`: whether it can run both ways."""
+
+    name: str
+    description: str
+    build: Callable[[int, int, int, float, bool], nn.Module]
+    bidirectional: bool = True
+
+
+CELLS: dict[str, CellType] = {}
+
+
+def register_cell(cell: CellType) -> CellType:
+    if cell.name in CELLS:
+        raise ValueError(f"cell {cell.name!r} is registered twice")
+    CELLS[cell.name] = cell
+    return cell
+
+
+def _initialised(layer_class: type[nn.Module], forget_bias: float) -> Callable[..., nn.Module]:
+    """A builder of torch-style layers (`nn.LSTM`'s arguments), initialised by `init_recurrent_weights`."""
+
+    def build(input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool) -> nn.Module:
+        rnn = layer_class(input_size, hidden_size, num_layers=num_layers, dropout=dropout,
+                          bidirectional=bidirectional, batch_first=True)
+        init_recurrent_weights(rnn, forget_bias=forget_bias)
+        return rnn
+
+    return build
+
+
+def _xlstm(cell_class: type[nn.Module]) -> Callable[..., nn.Module]:
+    return lambda input_size, hidden_size, num_layers, dropout, _: XLSTM(cell_class, input_size, hidden_size,
+                                                                         num_layers, dropout)
+
+
+register_cell(CellType("rnn", "Elman RNN: h_t = tanh(W x_t + U h_{t-1} + b)", _initialised(nn.RNN, 0.0)))
+register_cell(CellType("lstm", "LSTM: a cell state behind input, forget and output gates", _initialised(nn.LSTM, 1.0)))
+register_cell(CellType("gru", "GRU: update and reset gates, no separate cell state", _initialised(nn.GRU, 0.0)))
+register_cell(CellType("peephole_lstm", "LSTM whose gates also read the cell state", _initialised(PeepholeLSTM, 1.0)))
+register_cell(CellType("slstm", "xLSTM's sLSTM: exponential input gate and a normaliser state", _xlstm(SLSTMCell),
+                       bidirectional=False))
+register_cell(CellType("mlstm", "xLSTM's mLSTM: a matrix memory written with key/value outer products",
+                       _xlstm(MLSTMCell), bidirectional=False))
+
+
 def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
              bidirectional: bool = False) -> nn.Module:
-    """A batch-first recurrent layer by name, initialised by `init_recurrent_weights`.
+    """A batch-first recurrent layer by name (`CELLS`), initialised.
 
     `dropout` acts between stacked layers only, as in torch (which warns when it is set on a single layer).
     """
     if cell not in CELLS:
         raise ConfigError(f"model.cell: unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
-    layer_class = PeepholeLSTM if cell == "peephole_lstm" else getattr(nn, cell.upper())
-    rnn = layer_class(input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
-                      bidirectional=bidirectional, batch_first=True)
-    init_recurrent_weights(rnn, forget_bias=1.0 if cell in LSTM_CELLS else 0.0)
-    return rnn
+    if bidirectional and not CELLS[cell].bidirectional:
+        raise ConfigError(f"model.bidirectional: the {cell} cell runs in one direction only; set it to false")
+    return CELLS[cell].build(input_size, hidden_size, num_layers, dropout if num_layers > 1 else 0.0, bidirectional)

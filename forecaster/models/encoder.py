@@ -87,6 +87,8 @@ def merge_directions(state: State, num_layers: int) -> State:
     side by side. Concatenating loses nothing and adds no parameters; it is the identity when D = 1."""
     if isinstance(state, tuple):
         return tuple(merge_directions(part, num_layers) for part in state)
+    if state.size(0) == num_layers:  # one direction (the only shape of xLSTM's matrix memory): nothing to merge
+        return state
     _, batch, hidden = state.shape
     return state.view(num_layers, -1, batch, hidden).permute(0, 2, 1, 3).reshape(num_layers, batch, -1)
 

@@ -118,7 +118,8 @@ class MLSTMCell(nn.Module):
         n = f_gate * n + i_gate * k
         read = torch.bmm(memory, q[:, :, None]).squeeze(2)  # [B, H]
         floor = torch.exp(torch.clamp(-m_new, max=60.0))  # exp(-m), kept finite for extreme inputs
-        scale = torch.maximum((n * q).sum(dim=1, keepdim=True).abs(), floor)  # [B, 1]
+        # exp(-m) underflows to 0 for m > 88: then a query of zeros would read 0 / 0 (the true value is 0)
+        scale = torch.maximum((n * q).sum(dim=1, keepdim=True).abs(), floor).clamp_min(torch.finfo(q.dtype).tiny)
         h = torch.sigmoid(o) * read / scale
         return h, memory, n, m_new
 
