@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +25,9 @@ def _registered_metric(value: str) -> str:
 
 MetricName = Annotated[str, AfterValidator(_registered_metric)]  # a name in `forecaster.metrics.METRICS`
 Cell = Literal["rnn", "lstm", "gru", "peephole_lstm", "slstm", "mlstm"]  # `models.cells.CELLS`, which needs torch
+OutputFormat = Literal["csv", "parquet"]  # `outputs.FORMATS`, which needs pandas' writers
+OUTPUT_FORMATS = list(get_args(OutputFormat))
+Loss = Literal["mse", "mae", "huber", "quantile"]  # `models.losses.LOSSES`, which needs torch
 Strategy = Literal["direct", "recursive", "seq2seq", "segment"]
 STATISTICAL = ("ets", "theta", "mstl", "arima")  # statsforecast's models, fitted per series (models/statistical.py)
 BASELINES = ("naive", "seasonal_naive", "linear", *STATISTICAL)  # every model type that is not a network
@@ -126,7 +129,7 @@ class ModelConfig(_Section):
     channel_independent: bool = True
     revin: bool = True
     linear_skip: bool = False  # a linear map from the lookback to the horizon beside the recurrence
-    loss: Literal["mse", "mae", "huber", "quantile"] = "mse"
+    loss: Loss = "mse"
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     season_length: int | None = Field(None, ge=1)
     segment_length: int | None = Field(None, ge=1)
@@ -196,7 +199,7 @@ class PredictConfig(_Section):
     future: str | None = None  # known-future covariates over the horizon, when not in `data` (forecaster.data.future)
     base_scenario: str | None = None  # what monitor scores of a forecast with scenarios: None = the only one, or base
     output: str = "outputs"
-    format: Literal["csv", "parquet"] = "csv"
+    format: OutputFormat = "csv"
     engine: Literal["pandas", "spark"] = "pandas"
     spark_master: str = "local[2]"
     batch_size: int | None = Field(None, ge=1)  # windows per forward pass; None: the largest that fits memory_mb

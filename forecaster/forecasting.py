@@ -61,7 +61,9 @@ class Predictor:
     @property
     def quantiles(self) -> list[float] | None:
         """What the Q outputs are; None for one point output (a point loss, or a baseline)."""
-        if self.network is not None and self.model.loss == "quantile":
+        from forecaster.models.losses import LOSSES
+
+        if self.network is not None and LOSSES[self.model.loss].per_quantile:
             return list(self.model.quantiles)
         return None
 
@@ -70,7 +72,7 @@ class Predictor:
         """Which of the Q outputs is the point forecast: the median of a quantile network, else the only one."""
         from forecaster.models.losses import point_index
 
-        return 0 if self.quantiles is None else point_index("quantile", self.quantiles)
+        return 0 if self.quantiles is None else point_index(self.model.loss, self.quantiles)
 
     def __call__(self, x_past: torch.Tensor, x_future: torch.Tensor, series: np.ndarray | None = None) -> torch.Tensor:
         """[B, L, F_past], [B, H, F_future] -> [B, H, T, Q] on the scaled axis. `series` [B]: each window's

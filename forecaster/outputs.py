@@ -33,7 +33,38 @@ import pandas as pd
 
 from forecaster.tracking import file_fingerprint
 
-FORMATS = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """A forecast file format (`predict.format`): how a frame is written to a binary handle, and read back with
+    the series ids as text. A new format is one `register_format` here (and its name in `config.PredictConfig`,
+    which loads without pandas' writers; a test keeps the two equal)."""
+
+    name: str
+    write: Callable[[pd.DataFrame, BinaryIO], None]
+    read: Callable[[Path], pd.DataFrame]
+
+
+FORMATS: dict[str, OutputFormat] = {}
+
+
+def register_format(fmt: OutputFormat) -> OutputFormat:
+    if fmt.name in FORMATS:
+        raise ValueError(f"output format {fmt.name!r} is registered twice")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+register_format(OutputFormat("csv", lambda frame, handle: frame.to_csv(handle, index=False),
+                             lambda path: pd.read_csv(path, dtype={"series_id": str})))
+register_format(OutputFormat("parquet", lambda frame, handle: frame.to_parquet(handle, index=False), pd.read_parquet))
+
+
+def output_format(name: str) -> OutputFormat:
+    if name not in FORMATS:
+        raise ValueError(f"unknown output format {name!r}; expected one of {', '.join(FORMATS)}")
+    return FORMATS[name]
 
 
 WRITTEN = "written"
@@ -79,8 +110,7 @@ def origin_label(origin: pd.Timestamp) -> str:
 
 
 def output_paths(folder: str | Path, model_label: str, origin: pd.Timestamp, fmt: str) -> OutputPaths:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
+    output_format(fmt)  # an unknown format is refused before any name is made
     stem = f"forecast_{safe_label(model_label)}_{origin_label(origin)}"
     folder = Path(folder)
     return OutputPaths(forecast=folder / f"{stem}.{fmt}", manifest=folder / f"{stem}.manifest.json")
@@ -163,12 +193,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    if fmt == "csv":
-        atomic_write(path, lambda handle: frame.to_csv(handle, index=False))
-    elif fmt == "parquet":
-        atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
-    else:
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
+    """`frame` at `path` in the format `fmt`, atomically (`atomic_write`)."""
+    writer = output_format(fmt).write
+    atomic_write(path, lambda handle: writer(frame, handle))
+
+
+def read_frame(path: Path, fmt: str) -> pd.DataFrame:
+    """A forecast file written by `write_frame` (or a Parquet dataset written by Spark), ids as text."""
+    return output_format(fmt).read(path)
 
 
 def write_output(forecasts: pd.DataFrame | Path, paths: OutputPaths, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from forecaster.config import OUTPUT_FORMATS
 from forecaster.errors import ForecasterError, Interrupted
 
 EXAMPLES = """\
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="known-future covariates over the horizon (series id, timestamp, the model's "
                               "data.future_covariates; an optional scenario column), for a model that reads them")
     predict.add_argument("--output", help="folder for the forecast file and its manifest")
-    predict.add_argument("--format", choices=["csv", "parquet"], help="output format (default csv)")
+    predict.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default csv)")
     predict.add_argument("--engine", choices=["pandas", "spark"], help="where to run (default pandas)")
     predict.add_argument("--skip-bad-series", action="store_true", help="forecast the good series, report the rest")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output for this origin")

@@ -132,7 +132,7 @@ def read_committed(folder: Path, base_scenario: str | None = None) -> tuple[pd.D
             continue
         committed.add(paths.forecast.name)
         try:
-            table = _read_output(paths.forecast, manifest["output"].get("format", "csv"))
+            table = outputs.read_frame(paths.forecast, manifest["output"].get("format", "csv"))
             if "scenario" in table:
                 table, note = _base_scenario(table, base_scenario, paths.forecast.name)
                 notes.append(note)
@@ -311,10 +311,6 @@ def _aligned(points: pd.DataFrame) -> pd.DataFrame:
             points[column] = points[column].astype(object).where(points[column].notna(), None)
     points["step"] = points["step"].astype(np.int64)
     return points
-
-
-def _read_output(path: Path, fmt: str) -> pd.DataFrame:
-    return pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, dtype={"series_id": str})
 
 
 def _text(value: Any) -> str | None:

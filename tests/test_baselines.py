@@ -79,3 +79,16 @@ def test_json_round_trip_predicts_the_same(name):
 def test_unknown_baseline_names_the_choices():
     with pytest.raises(ConfigError, match="naive, seasonal_naive, linear"):
         make_baseline("prophet")
+
+
+def test_every_registered_baseline_is_built_from_the_settings_it_reads_and_the_config_lists_the_registry():
+    from forecaster.config import BASELINES
+    from forecaster.models.baselines import baseline_classes
+
+    assert list(BASELINES) == list(baseline_classes())
+    built = {name: make_baseline(name, season_length=3, alpha=0.5, seasonalities=[3, 6]) for name in BASELINES}
+    assert {name: type(model).name for name, model in built.items()} == {name: name for name in BASELINES}
+    assert built["seasonal_naive"].season_length == 3 and built["linear"].alpha == 0.5
+    assert built["mstl"].seasonalities == [3, 6] and built["ets"].season_length == 3
+    with pytest.raises(ConfigError, match="seasonal_naive needs a season length"):
+        make_baseline("seasonal_naive")

@@ -54,3 +54,13 @@ def test_losses_pickle():
     """Multi-process training (DDP spawn) pickles the module, loss included."""
     loss = pickle.loads(pickle.dumps(make_loss("quantile", QUANTILES)))
     assert loss(torch.zeros(1, 1, 1, 3), torch.zeros(1, 1, 1)) == 0
+
+
+def test_the_configs_loss_names_are_the_registry():
+    from typing import get_args
+
+    from forecaster.config import Loss
+    from forecaster.models.losses import LOSSES
+
+    assert list(get_args(Loss)) == list(LOSSES)
+    assert [name for name, loss in LOSSES.items() if loss.per_quantile] == ["quantile"]

@@ -151,3 +151,18 @@ def test_names_made_from_ids_are_safe_and_never_collide():
     assert len(set(names)) == len(ids)
     for name in names:
         assert len(name) <= 70 and not name.startswith(".") and all(c.isalnum() or c in "._-" for c in name)
+
+
+def test_every_registered_format_round_trips_a_forecast_and_the_config_lists_the_registry(tmp_path):
+    from forecaster.config import OUTPUT_FORMATS
+
+    assert OUTPUT_FORMATS == list(outputs.FORMATS)
+    frame = pd.DataFrame({"series_id": ["007", "7"], "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+                          "forecast": [1.5, 2.5]})
+    for name in outputs.FORMATS:
+        path = tmp_path / f"forecast.{name}"
+        outputs.write_frame(frame, path, name)
+        back = outputs.read_frame(path, name)
+        assert back["series_id"].tolist() == ["007", "7"] and back["forecast"].tolist() == [1.5, 2.5]
+    with pytest.raises(ValueError, match="unknown output format 'xlsx'; expected one of csv, parquet"):
+        outputs.write_frame(frame, tmp_path / "forecast.xlsx", "xlsx")

@@ -12,6 +12,7 @@ batch.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -22,6 +23,16 @@ from forecaster.errors import ConfigError, ModelError
 Batch = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class BaselineSettings:
+    """What a baseline may read from the config: the season (seasonal_naive, the statistical models), the ridge
+    penalty (linear) and every seasonal period of the data (mstl)."""
+
+    season_length: int | None = None
+    alpha: float = 1.0
+    seasonalities: list[int] | None = None
+
+
 class Baseline:
     """The shared plumbing: data shape, prediction on the target columns, JSON state."""
 
@@ -29,6 +40,12 @@ class Baseline:
 
     def __init__(self, n_targets: int | None = None, lookback: int | None = None, horizon: int | None = None):
         self.n_targets, self.lookback, self.horizon = n_targets, lookback, horizon
+
+    @classmethod
+    def from_settings(cls, settings: BaselineSettings, **shape: int | None) -> Self:
+        """The baseline `make_baseline` builds from the settings it may read; `shape`: n_targets, lookback,
+        horizon. Overridden by the baselines that read a setting."""
+        return cls(**shape)
 
     @property
     def n_params(self) -> int:
@@ -100,6 +117,13 @@ class SeasonalNaiveForecaster(Baseline):
         if lookback is not None:
             self._check_season(lookback)
 
+    @classmethod
+    def from_settings(cls, settings: BaselineSettings, **shape: int | None) -> Self:
+        if settings.season_length is None:
+            raise ConfigError("seasonal_naive needs a season length: set model.season_length (e.g. 24 for hourly "
+                              "data with a daily cycle)")
+        return cls(settings.season_length, **shape)
+
     def fit(self, batches: Iterable[Batch]) -> Self:
         super().fit(batches)
         self._check_season(self.lookback)
@@ -138,6 +162,10 @@ class LinearLagForecaster(Baseline):
         self.alpha = alpha
         self.coef_: np.ndarray | None = None  # [H, L]
         self.intercept_: np.ndarray | None = None  # [H]
+
+    @classmethod
+    def from_settings(cls, settings: BaselineSettings, **shape: int | None) -> Self:
+        return cls(settings.alpha, **shape)
 
     @property
     def n_params(self) -> int:
@@ -197,36 +225,30 @@ BASELINE_CLASSES: dict[str, type[Baseline]] = {
 }
 
 
+def baseline_classes() -> dict[str, type[Baseline]]:
+    """The registry of every model type that is not a network, by name: these three, then the statistical models
+    (`models.statistical.STATISTICAL_CLASSES`). A new one is a `Baseline` subclass with a `name` in one of the two
+    (and in `config.BASELINES`, which loads without torch; a test keeps them equal)."""
+    from forecaster.models.statistical import STATISTICAL_CLASSES  # it builds on `Baseline`: imported when asked
+
+    return {**BASELINE_CLASSES, **STATISTICAL_CLASSES}
+
+
 def make_baseline(name: str, *, season_length: int | None = None, alpha: float = 1.0, n_targets: int | None = None,
                   lookback: int | None = None, horizon: int | None = None,
                   seasonalities: list[int] | None = None) -> Baseline:
     """A baseline by name; `season_length` is read by seasonal_naive and the statistical models, `alpha` (ridge
     penalty) by linear, `seasonalities` (every seasonal period of the data) by mstl."""
-    shape = {"n_targets": n_targets, "lookback": lookback, "horizon": horizon}
-    statistical = _statistical_classes()
-    if name in statistical:
-        return statistical[name](season_length or 1, seasonalities, **shape)
-    if name == "naive":
-        return NaiveForecaster(**shape)
-    if name == "seasonal_naive":
-        if season_length is None:
-            raise ConfigError("seasonal_naive needs a season length: set model.season_length (e.g. 24 for hourly "
-                              "data with a daily cycle)")
-        return SeasonalNaiveForecaster(season_length, **shape)
-    if name == "linear":
-        return LinearLagForecaster(alpha, **shape)
-    raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join([*BASELINE_CLASSES, *statistical])}")
+    classes = baseline_classes()
+    if name not in classes:
+        raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(classes)}")
+    settings = BaselineSettings(season_length, alpha, seasonalities)
+    return classes[name].from_settings(settings, n_targets=n_targets, lookback=lookback, horizon=horizon)
 
 
 def baseline_from_dict(state: dict[str, Any]) -> Baseline:
     """Inverse of `Baseline.to_dict`."""
-    classes = {**BASELINE_CLASSES, **_statistical_classes()}
+    classes = baseline_classes()
     if state.get("name") not in classes:
         raise ModelError(f"saved baseline state names {state.get('name')!r}, not one of {', '.join(classes)}")
     return classes[state["name"]].from_dict(state)
-
-
-def _statistical_classes() -> dict[str, type[Baseline]]:
-    from forecaster.models.statistical import STATISTICAL_CLASSES  # it builds on `Baseline`: imported when asked
-
-    return STATISTICAL_CLASSES

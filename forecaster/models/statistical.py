@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from forecaster.errors import ConfigError, ModelError
-from forecaster.models.baselines import Baseline, _repeat_last_season
+from forecaster.models.baselines import Baseline, BaselineSettings, _repeat_last_season
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,10 @@ class StatisticalForecaster(Baseline):
         self.season_length = season_length
         self.seasonalities = list(seasonalities or [season_length])
         self.fitted_: list[list[Params]] | None = None  # [S][T]
+
+    @classmethod
+    def from_settings(cls, settings: BaselineSettings, **shape: int | None) -> Self:
+        return cls(settings.season_length or 1, settings.seasonalities, **shape)
 
     @property
     def n_params(self) -> int:
