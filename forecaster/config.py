@@ -156,7 +156,8 @@ class TrainConfig(_Section):
     seeds: list[int] | None = None  # compare: also train the best network on these seeds and combine them
     limit_train_batches: int | float | None = None
     num_workers: int = Field(0, ge=0)
-    threads: int | None = Field(None, ge=1)
+    # torch threads: auto (the free cores, `forecaster.runtime.choose_threads`), a number, or null for torch's default
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"

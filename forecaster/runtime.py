@@ -1,5 +1,10 @@
 """Process start-up tuning for CPU training and inference: allocator thresholds and thread count.
 
+`train.threads: auto` (the default) picks torch's thread count for the machine as it is: the cores this process may
+use (its CPU affinity, capped by a cgroup CPU quota) less the cores other work keeps busy, measured from
+/proc/stat over a fifth of a second. On two cores beside one busy neighbour that is one thread, which runs an epoch
+several times faster than two threads fighting the neighbour for a core.
+
 glibc's malloc returns large blocks (above M_MMAP_THRESHOLD, 128 KiB at start) to the kernel on every free and
 trims the heap above M_TRIM_THRESHOLD. A recurrent network's step allocates and frees the same few-MiB
 activations thousands of times per epoch, so with the defaults each one is a fresh mmap + page faults.
@@ -15,8 +20,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import platform
+import time
 import warnings
 
 log = logging.getLogger(__name__)
@@ -47,13 +54,82 @@ def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = T
     return applied
 
 
-def tune_threads(threads: int | None) -> None:
-    """`train.threads`: torch's intra-op threads for this process; None leaves torch's choice (its default, or
-    OMP_NUM_THREADS). On a busy small machine, one thread is often several times faster than two."""
-    if threads is not None:
-        import torch
+def passive_waiting() -> None:
+    """Idle OpenMP threads sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a policy:
+    a spinning thread takes a core that a busy neighbour, or this process's own data loading, needs. Must run
+    before torch is imported (OpenMP reads it once, when it starts); the CLI does."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-        torch.set_num_threads(threads)
+
+def tune_threads(threads: int | str | None, level: int = logging.INFO) -> int | None:
+    """`train.threads`: torch's intra-op threads for this process: a number, `auto` (`choose_threads`, logged at
+    `level`), or None for torch's own choice (its default, or OMP_NUM_THREADS). Returns the count set (None: left
+    to torch)."""
+    if threads is None:
+        return None
+    import torch
+
+    if threads == "auto":
+        threads, why = choose_threads()
+        log.log(level, "threads: %d (train.threads=auto: %s)", threads, why)
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
+def choose_threads(share: int = 1, sample_s: float = 0.2) -> tuple[int, str]:
+    """(threads, why): the cores this process may use less those other work keeps busy, rounded, divided by
+    `share` (processes that start together, as `tune --jobs` workers do); at least 1, never more than allowed."""
+    cpus, allowed = allowed_cores()
+    busy = busy_cores(cpus, sample_s)
+    free = max(allowed - busy, 1.0)
+    threads = max(1, min(allowed, round(free)) // share)
+    return threads, (f"{allowed} core(s) allowed, {busy:.1f} busy with other work"
+                     + (f", shared by {share} processes" if share > 1 else ""))
+
+
+def allowed_cores() -> tuple[set[int], int]:
+    """(the CPUs this process may run on, how many it may use at once): its affinity, capped by a cgroup v2
+    CPU quota (`cpu.max`) where one is set."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = set(range(os.cpu_count() or 1))
+    allowed = len(cpus)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            allowed = min(allowed, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus, allowed
+
+
+def busy_cores(cpus: set[int], sample_s: float = 0.2) -> float:
+    """How many of `cpus` were busy over `sample_s` seconds (summed busy fractions from /proc/stat), this process
+    asleep meanwhile; 0.0 where /proc/stat cannot be read."""
+    before = _cpu_times(cpus)
+    time.sleep(sample_s)
+    after = _cpu_times(cpus)
+    busy = 0.0
+    for cpu, (idle, total) in after.items():
+        if cpu in before and total > before[cpu][1]:
+            busy += 1.0 - (idle - before[cpu][0]) / (total - before[cpu][1])
+    return busy
+
+
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """{cpu: (idle + iowait jiffies, total jiffies)} of `cpus`."""
+    times = {}
+    try:
+        with open("/proc/stat") as stat:
+            for line in stat:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    values = [int(field) for field in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    times[int(name[3:])] = (values[3] + values[4], sum(values))
+    except (OSError, ValueError):
+        return {}
+    return times
 
 
 NOISY_LIBRARIES = ("mlflow", "alembic", "pytorch_lightning", "lightning", "lightning_fabric", "urllib3", "matplotlib")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -223,10 +222,16 @@ def _fail_interrupted(study) -> None:
 
 def _run_workers(config: Config, space, url: str, trials: int, deadline: float | None, seed: int, quiet: bool,
                  poll) -> None:
-    """`tune.jobs` spawned processes share the trials; each trains with cores // jobs torch threads unless
-    `train.threads` says otherwise. This process logs what they finish, every `POLL_SECONDS`."""
+    """`tune.jobs` spawned processes share the trials; each trains with its share of the free cores
+    (`train.threads: auto`, or null) unless `train.threads` gives a number. This process logs what they finish,
+    every `POLL_SECONDS`."""
+    from forecaster.runtime import choose_threads
+
     jobs = min(config.tune.jobs, trials)
-    threads = config.train.threads or max(1, (os.cpu_count() or 1) // jobs)
+    threads = config.train.threads
+    if not isinstance(threads, int):
+        threads, why = choose_threads(share=jobs)
+        log.info("tune workers: %d thread(s) each (%s)", threads, why)
     worker_config = config.with_overrides({"train.threads": threads, "train.progress": False}).to_dict()
     plain_space = {name: values if isinstance(values, list) else values.model_dump() for name, values in space.items()}
     context = multiprocessing.get_context("spawn")

@@ -1,0 +1,58 @@
+"""`train.threads: auto` on the machine as it is: never more threads than the cores the process may use (its CPU
+affinity, checked in a real process pinned to one core), each of N processes that start together gets its share,
+and the CLI tells OpenMP to let idle threads sleep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from forecaster.config import Config
+from forecaster.runtime import allowed_cores, busy_cores, choose_threads
+
+PINNED = """
+import os
+os.sched_setaffinity(0, {{{first}}})
+import torch
+from forecaster.runtime import choose_threads, tune_threads
+print(choose_threads()[0], tune_threads("auto"), torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_auto_never_picks_more_threads_than_the_process_may_use():
+    first = min(os.sched_getaffinity(0))
+    done = subprocess.run([sys.executable, "-c", PINNED.format(first=first)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1", "1"]  # pinned to one core: one thread, whatever the machine has
+    cpus, allowed = allowed_cores()
+    assert cpus == set(os.sched_getaffinity(0)) and 1 <= allowed <= len(cpus)
+    threads, why = choose_threads()
+    assert 1 <= threads <= allowed and f"{allowed} core(s) allowed" in why
+
+
+def test_processes_started_together_share_the_free_cores():
+    _, allowed = allowed_cores()
+    for jobs in (1, 2, 3):
+        assert 1 <= choose_threads(share=jobs)[0] <= max(1, allowed // jobs)
+    assert 0.0 <= busy_cores(allowed_cores()[0], 0.05) <= allowed + 0.01
+
+
+def test_auto_is_the_default_and_a_number_or_null_still_choose_by_hand():
+    assert Config().train.threads == "auto"
+    assert Config().with_overrides({"train.threads": 2}).train.threads == 2
+    assert Config().with_overrides({"train.threads": None}).train.threads is None
+
+
+def test_the_cli_lets_idle_openmp_threads_sleep_unless_the_user_chose():
+    code = ("import os; from forecaster.runtime import passive_waiting; passive_waiting(); "
+            "print(os.environ['OMP_WAIT_POLICY'])")
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=60)
+    assert (chosen.stdout.strip(), kept.stdout.strip()) == ("PASSIVE", "ACTIVE")
