@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecaster.registry import Registry
+
 
 def mse(pred: np.ndarray, actual: np.ndarray) -> float:
     return float(np.mean((pred - actual) ** 2))
@@ -108,14 +110,8 @@ class Metric:
     monitored_as: str | None = None
 
 
-METRICS: dict[str, Metric] = {}
-
-
-def register(metric: Metric) -> Metric:
-    if metric.name in METRICS:
-        raise ValueError(f"metric {metric.name!r} is registered twice")
-    METRICS[metric.name] = metric
-    return metric
+METRICS: Registry[Metric] = Registry("metric")
+register = METRICS.add
 
 
 def monitored() -> list[Metric]:

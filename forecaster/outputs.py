@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
+from forecaster.registry import Registry
 from forecaster.tracking import file_fingerprint
 
 
@@ -46,14 +47,8 @@ class OutputFormat:
     read: Callable[[Path], pd.DataFrame]
 
 
-FORMATS: dict[str, OutputFormat] = {}
-
-
-def register_format(fmt: OutputFormat) -> OutputFormat:
-    if fmt.name in FORMATS:
-        raise ValueError(f"output format {fmt.name!r} is registered twice")
-    FORMATS[fmt.name] = fmt
-    return fmt
+FORMATS: Registry[OutputFormat] = Registry("output format")
+register_format = FORMATS.add
 
 
 register_format(OutputFormat("csv", lambda frame, handle: frame.to_csv(handle, index=False),

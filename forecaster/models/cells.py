@@ -22,6 +22,7 @@ from torch import nn
 
 from forecaster.errors import ConfigError
 from forecaster.models.xlstm import XLSTM, MLSTMCell, SLSTMCell
+from forecaster.registry import Registry
 
 
 class PeepholeLSTMCell(nn.Module):
@@ -177,14 +178,8 @@ class CellType:
     bidirectional: bool = True
 
 
-CELLS: dict[str, CellType] = {}
-
-
-def register_cell(cell: CellType) -> CellType:
-    if cell.name in CELLS:
-        raise ValueError(f"cell {cell.name!r} is registered twice")
-    CELLS[cell.name] = cell
-    return cell
+CELLS: Registry[CellType] = Registry("cell")
+register_cell = CELLS.add
 
 
 def _initialised(layer_class: type[nn.Module], forget_bias: float) -> Callable[..., nn.Module]:

@@ -16,6 +16,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from forecaster.registry import Registry
+
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -29,14 +31,8 @@ class LossType:
     per_quantile: bool = False
 
 
-LOSSES: dict[str, LossType] = {}
-
-
-def register_loss(loss: LossType) -> LossType:
-    if loss.name in LOSSES:
-        raise ValueError(f"loss {loss.name!r} is registered twice")
-    LOSSES[loss.name] = loss
-    return loss
+LOSSES: Registry[LossType] = Registry("loss")
+register_loss = LOSSES.add
 
 
 def n_outputs(loss_name: str, quantiles: Sequence[float]) -> int:
