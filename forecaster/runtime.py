@@ -5,6 +5,9 @@ use (its CPU affinity, capped by a cgroup CPU quota) less the cores other work k
 /proc/stat over a fifth of a second. On two cores beside one busy neighbour that is one thread, which runs an epoch
 several times faster than two threads fighting the neighbour for a core.
 
+OpenMP's passive waiting (`OMP_WAIT_POLICY=PASSIVE`, idle threads sleep instead of spinning) is not set: on the
+init-sized GRU it made two threads 1.8x slower on a quiet machine (benchmarks/results/contention-wait-policy.md).
+
 glibc's malloc returns large blocks (above M_MMAP_THRESHOLD, 128 KiB at start) to the kernel on every free and
 trims the heap above M_TRIM_THRESHOLD. A recurrent network's step allocates and frees the same few-MiB
 activations thousands of times per epoch, so with the defaults each one is a fresh mmap + page faults.
@@ -52,13 +55,6 @@ def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = T
     if not applied:
         log.debug("mallopt refused the thresholds %d / %d", mmap_threshold, trim_threshold)
     return applied
-
-
-def passive_waiting() -> None:
-    """Idle OpenMP threads sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a policy:
-    a spinning thread takes a core that a busy neighbour, or this process's own data loading, needs. Must run
-    before torch is imported (OpenMP reads it once, when it starts); the CLI does."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def tune_threads(threads: int | str | None, level: int = logging.INFO) -> int | None:

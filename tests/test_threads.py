@@ -1,6 +1,6 @@
 """`train.threads: auto` on the machine as it is: never more threads than the cores the process may use (its CPU
-affinity, checked in a real process pinned to one core), each of N processes that start together gets its share,
-and the CLI tells OpenMP to let idle threads sleep."""
+affinity, checked in a real process pinned to one core), and each of N processes that start together gets its
+share."""
 
 from __future__ import annotations
 
@@ -47,12 +47,3 @@ def test_auto_is_the_default_and_a_number_or_null_still_choose_by_hand():
     assert Config().with_overrides({"train.threads": 2}).train.threads == 2
     assert Config().with_overrides({"train.threads": None}).train.threads is None
 
-
-def test_the_cli_lets_idle_openmp_threads_sleep_unless_the_user_chose():
-    code = ("import os; from forecaster.runtime import passive_waiting; passive_waiting(); "
-            "print(os.environ['OMP_WAIT_POLICY'])")
-    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=60)
-    assert (chosen.stdout.strip(), kept.stdout.strip()) == ("PASSIVE", "ACTIVE")
