@@ -236,8 +236,8 @@ def _run_workers(config: Config, space, url: str, trials: int, deadline: float |
     plain_space = {name: values if isinstance(values, list) else values.model_dump() for name, values in space.items()}
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_work, name=f"tune-worker-{index}", daemon=True, args=(
-        worker_config, plain_space, url, trials // jobs + (index < trials % jobs), deadline, seed + 1000 * index, quiet))
-        for index in range(jobs)]
+        worker_config, plain_space, url, trials // jobs + (index < trials % jobs), deadline, seed + 1000 * index, quiet,
+        index == 0)) for index in range(jobs)]
     for worker in workers:
         worker.start()
     try:
@@ -256,9 +256,10 @@ def _run_workers(config: Config, space, url: str, trials: int, deadline: float |
 
 
 def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float | None, seed: int,
-          quiet: bool) -> None:
+          quiet: bool, first: bool) -> None:
     """One worker process: its share of the trials against the shared storage, no MLflow. `quiet` (the parent's
-    choice: not under `--verbose`) keeps the libraries' INFO lines and forecaster's own tracebacks out of its log."""
+    choice: not under `--verbose`) keeps the libraries' INFO lines and forecaster's own tracebacks out of its log.
+    Only the `first` worker takes enqueued trials (the starting point): the others begin once none waits."""
     from forecaster.config import SearchRange
     from forecaster.runtime import quiet_libraries, tune_threads
 
@@ -275,9 +276,24 @@ def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float
 
     panel = load_panel(config.data)
     study = open_study(config, url, seed)
+    if not first:
+        _await_enqueued(study, deadline)
     timeout = max(deadline - time.time(), 0.0) if deadline else None
     study.optimize(objective(config, panel, space, deadline), n_trials=trials, timeout=timeout,
                    catch=(ForecasterError,))
+
+
+def _await_enqueued(study, deadline: float | None, patience: float = 120.0) -> None:
+    """Wait until no trial of `study` is WAITING (enqueued, not yet taken). On SQLite two processes can take the
+    same enqueued trial, since it has no row locks (optuna's `_pop_waiting_trial_id` checks, then updates); the
+    second to finish it then fails. The first worker takes them; the others wait here, `patience` seconds at most."""
+    from optuna.trial import TrialState
+
+    limit = time.time() + patience
+    if deadline is not None:
+        limit = min(limit, deadline)
+    while time.time() < limit and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        time.sleep(0.2)
 
 
 def _finish(client, study, config: Config, parent_id: str, output: Path, url: str,

@@ -219,6 +219,32 @@ def test_two_worker_processes_share_one_study(tiny, tmp_path, capfd):
     assert len(children) == 3  # logged by the parent process, the only writer of the MLflow store
 
 
+def test_only_the_first_worker_takes_the_enqueued_starting_point(tmp_path):
+    """SQLite has no row locks: two workers could both take the enqueued trial, and the second to finish it fails
+    ("Cannot tell a COMPLETE trial"). The others wait until it is taken, and no longer than their patience."""
+    import threading
+    import time
+
+    from forecaster_pipelines import tune
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.enqueue_trial({"x": 1.0})
+    other = optuna.load_study(study_name="s", storage=url)
+    taken = threading.Timer(0.6, other.ask)  # the first worker takes it
+    started = time.monotonic()
+    taken.start()
+    tune._await_enqueued(study, deadline=None, patience=30)
+    waited = time.monotonic() - started
+    taken.join()
+    assert 0.5 < waited < 20
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
+    study.enqueue_trial({"x": 2.0})  # never taken: the wait ends at the patience, or the tune deadline
+    started = time.monotonic()
+    tune._await_enqueued(study, deadline=time.time() + 0.3, patience=30)
+    assert time.monotonic() - started < 10
+
+
 def _study(config: Config):
     from forecaster_pipelines import tune
 
