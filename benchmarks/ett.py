@@ -75,10 +75,10 @@ def main() -> None:
     logging.disable(logging.WARNING)
     data = shared_data("ETT-small/ETTh1.csv")
     threads = set_threads(args.threads)
-    from forecaster.runtime import tune_allocator
+    from forecaster.runtime import set_allocator
     from pipelines.train import prepare_data
 
-    allocator = tune_allocator()
+    allocator = set_allocator()
     overrides = {"data.path": str(data), "train.progress": False, **parse_overrides(args.set)}
     if args.epochs:
         overrides["train.max_epochs"] = args.epochs

@@ -101,9 +101,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     threads = set_threads(args.threads)
     from forecaster.config import parse_overrides
-    from forecaster.runtime import tune_allocator
+    from forecaster.runtime import set_allocator
 
-    tune_allocator()
+    set_allocator()
     overrides = parse_overrides(args.set)
     rows = ett_rows(args.horizons, args.models, overrides) if args.data == "ett" else m4_rows(args.models, overrides)
     command = "python benchmarks/intervals.py " + " ".join(sys.argv[1:])

@@ -151,9 +151,9 @@ def main() -> None:
     threads = set_threads(args.threads)
     from forecaster.config import parse_overrides
     from forecaster.data.datamodule import ForecastDataModule
-    from forecaster.runtime import tune_allocator
+    from forecaster.runtime import set_allocator
 
-    allocator = tune_allocator()
+    allocator = set_allocator()
     config = weekly_config(args.lookback, parse_overrides(args.set))
     overrides = {"window.lookback": args.lookback, **NETWORK, **parse_overrides(args.set)}
     validation_scores = validation_scorer(train)

@@ -128,9 +128,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     threads = set_threads(args.threads)
     from forecaster.inference import native_bf16
-    from forecaster.runtime import tune_allocator
+    from forecaster.runtime import set_allocator
 
-    tune_allocator()
+    set_allocator()
     rows = ett_rows(args, threads) + m4_rows(args, threads)
     command = "python benchmarks/precision.py " + " ".join(sys.argv[1:])
     notes = (f"One network per data set (seed 42), trained in float32; the same weights forecast every test window "

@@ -171,9 +171,9 @@ def main() -> None:
         benchmark = ett_benchmark(args.benchmark.removeprefix("ett-"), args.horizon, args.model)
     if args.seeds:
         benchmark = over_seeds(benchmark, args.seeds)
-    from forecaster.runtime import tune_allocator
+    from forecaster.runtime import set_allocator
 
-    allocator = tune_allocator()
+    allocator = set_allocator()
     rows, chosen = choose(candidates, benchmark, read_test=not args.validation_only)
     command = "python benchmarks/selection.py " + shlex.join(sys.argv[1:])
     extra = {"model": args.model, "metric": benchmark.metric, "chosen": chosen["candidate"],

@@ -9,7 +9,7 @@ Reference: LSTM, hidden 64, 2 layers, direct, lookback 96, horizon 24, batch 64,
   and the medians are compared: `pipeline_kernel_ratio` (target: at least 0.95);
 - `kernel predict` / `pipeline predict`: forward passes over pre-built tensors vs `forecast_windows` over the
   test DataLoader, at the training batch size and at larger ones;
-- the options: training batch 256, glibc malloc thresholds (`forecaster.runtime.tune_allocator`), bfloat16 autocast, torch.compile.
+- the options: training batch 256, glibc malloc thresholds (`forecaster.runtime.set_allocator`), bfloat16 autocast, torch.compile.
 
 The allocator is measured first untuned, then tuned for the rest of the run (mallopt cannot be undone cleanly).
 `overhead` = pipeline seconds / kernel seconds - 1 for the same windows. `--profile` writes where one pipeline
@@ -187,7 +187,7 @@ def main() -> None:
     shared_data("ETT-small/ETTh1.csv")
     threads = set_threads(args.threads)
 
-    from forecaster.runtime import tune_allocator
+    from forecaster.runtime import set_allocator
     from forecaster.training.fit import data_dims, network_from_dims
     from pipelines.train import prepare_data
 
@@ -212,7 +212,7 @@ def main() -> None:
         return network_from_dims(config, dims)
 
     base = add("kernel train", "train", kernel_train(fresh(), train_batches), n_train, 64, "glibc malloc defaults")
-    allocator = tune_allocator()
+    allocator = set_allocator()
     kernel_rate = add("kernel train", "train", kernel_train(fresh(), train_batches), n_train, 64,
                       f"tuned allocator ({allocator})", base)
     if torch.set_flush_denormal(True):  # tiny gradients as zeros: x86 slows down on subnormal floats

@@ -192,6 +192,7 @@ class CompareConfig(_Section):
     ensemble: bool = True  # combine the best candidates on validation into one more candidate, `ensemble`
     ensemble_max_size: int = Field(4, ge=2)  # the most candidates an ensemble combines
     time_budget: float | None = Field(None, gt=0)  # minutes for the whole compare; trims epochs and candidates
+    jobs: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # networks trained at once (pipelines/compare_jobs.py)
 
 
 class PredictConfig(_Section):

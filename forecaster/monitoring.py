@@ -181,7 +181,7 @@ def _scores(points: pd.DataFrame) -> pd.Series:
 
 
 @dataclass
-class Verdict:
+class DecayVerdict:
     """Whether one model has decayed over its last `window` scored origins, and why."""
 
     model: str
@@ -208,7 +208,7 @@ class Verdict:
 
 
 def judge_decay(points: pd.DataFrame, model: str, expected_mae: float | None, window: int,
-                ratio: float) -> Verdict:
+                ratio: float) -> DecayVerdict:
     """Decay of `model` over its last `window` scored origins: its realised MAE exceeds `ratio` times
     `expected_mae`, or seasonal naive beats it on the same points (those where seasonal naive exists)."""
     own = points[points["model"] == model]
@@ -218,7 +218,7 @@ def judge_decay(points: pd.DataFrame, model: str, expected_mae: float | None, wi
     both = judged[judged["snaive"].notna()]
     model_on_naive_points = metrics.mae(both["forecast"].to_numpy(), both["actual"].to_numpy()) \
         if len(both) else np.nan
-    verdict = Verdict(model=model, decay=False, origins=[pd.Timestamp(o) for o in origins], mae=scores["mae"],
+    verdict = DecayVerdict(model=model, decay=False, origins=[pd.Timestamp(o) for o in origins], mae=scores["mae"],
                       snaive_mae=scores["snaive_mae"], expected_mae=expected_mae, ratio=ratio)
     if not origins:
         return verdict

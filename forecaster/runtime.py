@@ -13,7 +13,7 @@ trims the heap above M_TRIM_THRESHOLD. A recurrent network's step allocates and 
 activations thousands of times per epoch, so with the defaults each one is a fresh mmap + page faults.
 Raising both thresholds keeps those blocks in the heap (measured: benchmarks/speed.py).
 
-Call `tune_allocator()` once, early, in the process that trains or predicts, before the first large tensor: the
+Call `set_allocator()` once, early, in the process that trains or predicts, before the first large tensor: the
 CLI does, and so does `fit_network` for library callers.
 Nothing here runs at import.
 """
@@ -39,7 +39,7 @@ MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 256 * 1024 * 1024
 
 
-def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
+def set_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
     """Raise glibc's mmap and trim thresholds (bytes); True when applied, False elsewhere (musl, macOS,
     Windows) or when the user already set MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ themselves."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
@@ -57,7 +57,7 @@ def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = T
     return applied
 
 
-def tune_threads(threads: int | str | None, level: int = logging.INFO) -> int | None:
+def set_threads(threads: int | str | None, level: int = logging.INFO) -> int | None:
     """`train.threads`: torch's intra-op threads for this process: a number, `auto` (`choose_threads`, logged at
     `level`), or None for torch's own choice (its default, or OMP_NUM_THREADS). Returns the count set (None: left
     to torch)."""

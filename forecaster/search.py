@@ -17,7 +17,7 @@ import optuna
 import pytorch_lightning as pl
 
 from forecaster.config import SEARCH_KEYS, Config, SearchRange
-from forecaster.data.features import season_length
+from forecaster.data.frequency import season_length
 from forecaster.errors import ConfigError, ForecasterError, TrainingError
 
 Space = dict[str, list[Any] | SearchRange]

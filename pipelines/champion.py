@@ -196,7 +196,7 @@ def _score(datamodule, origins: list[dict[int, int]], horizon: int, forecasts: l
 
 
 @dataclass
-class Verdict:
+class Promotion:
     promote: bool
     text: str
     challenge: Any = None  # champion.Challenge
@@ -206,44 +206,44 @@ class Verdict:
         return self.challenge.tags() if self.challenge is not None else {}
 
 
-def judge(config: Config, table, selected: TrainResult, datamodule, metric: str) -> Verdict:
+def judge(config: Config, table, selected: TrainResult, datamodule, metric: str) -> Promotion:
     """Whether the winner replaces the champion: it must beat seasonal naive on `metric`, then the current
     champion on the newest rows neither trained on, by `compare.min_improvement` (relative)."""
     winner = table.iloc[0]
     if not config.compare.register_winner:
-        return Verdict(False, "registration disabled (compare.register_winner: false)")
+        return Promotion(False, "registration disabled (compare.register_winner: false)")
     floor = table.loc[table["model"] == "seasonal_naive", metric]
     if floor.empty:
-        return Verdict(False, "not registered: seasonal_naive is not in compare.models, so there is no floor to beat")
+        return Promotion(False, "not registered: seasonal_naive is not in compare.models, so there is no floor to beat")
     floor_value, value = float(floor.iloc[0]), float(winner[metric])
     if not value < floor_value:
-        return Verdict(False, f"not registered: the best model, {winner['model']} ({metric} {value:.4f}), does not "
+        return Promotion(False, f"not registered: the best model, {winner['model']} ({metric} {value:.4f}), does not "
                               f"beat seasonal_naive ({floor_value:.4f}); the alias stays where it was")
     beats_floor = f"{winner['model']} ({metric} {value:.4f}) beats seasonal_naive ({floor_value:.4f})"
     name, alias = config.registry.name, config.registry.alias
     always = config.compare.promote == "always"
     version = current_champion(name, alias)
     if version is None:
-        return Verdict(True, f"{beats_floor}; {name}@{alias} does not exist yet")
+        return Promotion(True, f"{beats_floor}; {name}@{alias} does not exist yet")
     outcome = challenge(config, datamodule, selected.model_uri, version)
     champion = str(version.version)
     if not outcome.compared:
         if always:
-            return Verdict(True, f"{beats_floor}; champion version {version.version} not compared ({outcome.problem}); "
+            return Promotion(True, f"{beats_floor}; champion version {version.version} not compared ({outcome.problem}); "
                                  f"promoted because compare.promote is 'always'", outcome, champion)
-        return Verdict(False, f"{beats_floor}, but the champion (version {version.version}) stays: {outcome.problem}. "
+        return Promotion(False, f"{beats_floor}, but the champion (version {version.version}) stays: {outcome.problem}. "
                               f"Pass --promote (compare.promote: always) to replace it anyway", outcome, champion)
     needed = outcome.champion_score * (1.0 - config.compare.min_improvement)
     versus = (f"on the newest rows ({outcome.rows()}), {metric.split('_', 1)[1]} {outcome.challenger_score:.4f} "
               f"against the champion's (version {version.version}) {outcome.champion_score:.4f}")
     if outcome.challenger_score < needed:
-        return Verdict(True, f"{beats_floor}, and beats the champion {versus}", outcome, champion)
+        return Promotion(True, f"{beats_floor}, and beats the champion {versus}", outcome, champion)
     if always:
-        return Verdict(True, f"{beats_floor}; it does not beat the champion {versus}, but compare.promote is "
+        return Promotion(True, f"{beats_floor}; it does not beat the champion {versus}, but compare.promote is "
                              f"'always'", outcome, champion)
     margin = f" by the margin compare.min_improvement={config.compare.min_improvement}" \
         if config.compare.min_improvement else ""
-    return Verdict(False, f"{beats_floor}, but does not beat the champion{margin} {versus}; the champion stays",
+    return Promotion(False, f"{beats_floor}, but does not beat the champion{margin} {versus}; the champion stays",
                    outcome, champion)
 
 
@@ -260,7 +260,7 @@ def promotion_lock(config: Config) -> Iterator[None]:
         yield
 
 
-def recheck(config: Config, verdict: Verdict, table, selected: TrainResult, datamodule, metric: str) -> Verdict:
+def recheck(config: Config, verdict: Promotion, table, selected: TrainResult, datamodule, metric: str) -> Promotion:
     """The verdict again if the alias moved since it was made (another compare promoted its winner meanwhile):
     the winner must then beat the new champion too. Call it holding `promotion_lock`."""
     now = current_champion(config.registry.name, config.registry.alias)
@@ -273,7 +273,7 @@ def recheck(config: Config, verdict: Verdict, table, selected: TrainResult, data
     return again
 
 
-def register(config: Config, selected: TrainResult, refit: TrainResult | None, verdict: Verdict, metric: str,
+def register(config: Config, selected: TrainResult, refit: TrainResult | None, verdict: Promotion, metric: str,
               value: float) -> str:
     """Register the refit model (else the selection model), record where it came from, and move the alias."""
     import mlflow

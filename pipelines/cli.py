@@ -265,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     if args.command not in ("ui",):
-        from forecaster.runtime import tune_allocator
+        from forecaster.runtime import set_allocator
 
-        tune_allocator()
+        set_allocator()
     handler: Callable[[argparse.Namespace], int] = args.handler
     previous = _raise_on_signals()
     try:

@@ -11,12 +11,14 @@ on (`pipelines/champion.py`); it is then refit on every row (`compare.refit`) an
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 from forecaster.config import BASELINES, Config
 from forecaster.errors import ConfigError
 from forecaster.tracking import redact, setup_tracking, tracked_run
+from . import compare_jobs
 from .budget import Budget
 from .champion import judge, promotion_lock, recheck, register
 from .compare_resume import DIGEST_TAG, config_digest, interrupted_compare, reuse
@@ -86,7 +88,7 @@ def run(config: Config, resume: bool = False) -> CompareResult:
     from forecaster import plots
 
     if config.train.strategy.startswith(("ddp", "fsdp", "deepspeed")) or config.train.num_nodes > 1:
-        raise ConfigError(f"compare trains its models one after another in one process; train.strategy="
+        raise ConfigError(f"compare trains each model in one process; train.strategy="
                           f"{config.train.strategy} is for `forecaster train`. Train the chosen model with DDP.")
     setup_tracking(config.tracking)
     datamodule = prepare_data(config)
@@ -98,28 +100,16 @@ def run(config: Config, resume: bool = False) -> CompareResult:
     if resume:
         parent_id, finished = interrupted_compare(config, mlflow.get_experiment_by_name(
             config.tracking.experiment).experiment_id)
-    with tracked_run(run_id=parent_id, run_name=None if parent_id else "compare") as parent:
+    with tracked_run(run_id=parent_id, run_name=None if parent_id else "compare") as parent, ExitStack() as stack:
         mlflow.set_tags({"forecaster.job": "compare", DIGEST_TAG: config_digest(config)})
         mlflow.log_params({key: redact(value) for key, value in config.flat().items()
                            if key.startswith(("data.", "window.", "split.", "compare."))
                            and not isinstance(value, list | dict)})
-        results: list[TrainResult] = []
         budget = Budget(config.compare.time_budget, models)
-        for index, (name, kind, variant) in enumerate(budget.order(models), start=1):
-            if (variant := budget.admit(name, kind, variant)) is None:
-                continue
-            if name in finished:
-                log.info("[%d/%d] %s: finished before the comparison stopped; kept", index, len(models), name)
-                result = reuse(finished[name], name, kind, variant, datamodule)
-                results.append(result)
-                continue
-            log.info("[%d/%d] %s", index, len(models), name)
-            with tracked_run(run_name=name, nested=True):
-                result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name)
-            result.name = name
-            results.append(result)
-            log.info("  validation %s = %.4f (%.1f s)", config.compare.metric,
-                     result.val_metrics[config.compare.metric], result.train_seconds)
+        ordered = budget.order(models)
+        networks = [(name, variant) for name, kind, variant in ordered if kind == "network" and name not in finished]
+        workers = stack.enter_context(compare_jobs.start(config, networks, parent.info.run_id))  # to the refit
+        results = _train_candidates(config, ordered, finished, budget, datamodule, workers)
         models = [(name, kind, budget.capped.get(name, variant)) for name, kind, variant in models
                   if name not in budget.skipped]  # the refit of a capped network is capped alike
         pool = {r.name: (r, *next((v, k) for n, k, v in models if n == r.name)) for r in results}
@@ -149,7 +139,7 @@ def run(config: Config, resume: bool = False) -> CompareResult:
         if verdict.promote:
             cost = sum(r.train_seconds for r in results if r.kind == "network") if kind == "ensemble" \
                 else selected.train_seconds  # refitting an ensemble refits its networks
-            refit = _refit(config, variant, kind, datamodule, selected, pool) \
+            refit = _refit(config, variant, kind, datamodule, selected, pool, workers) \
                 if config.compare.refit and budget.allows_refit(cost) else None
             with promotion_lock(config):
                 verdict = recheck(config, verdict, table, selected, datamodule, metric)
@@ -163,6 +153,30 @@ def run(config: Config, resume: bool = False) -> CompareResult:
         winner=str(winner["model"]), registered_version=version, alias_moved=version is not None,
         decision=verdict.text, backtest=backtest, challenge=verdict.challenge, refit=refit, skipped=budget.skipped,
     )
+
+
+def _train_candidates(config: Config, ordered, finished, budget: Budget, datamodule,
+                      workers: compare_jobs.Workers) -> list[TrainResult]:
+    """Each candidate trained (or taken from `workers`, or kept from an interrupted comparison) and logged in its
+    nested run, in `ordered` order; those the workers train come last, so the rest trains here meanwhile."""
+    trained = {}  # position in `ordered` -> its result
+    for index, (name, kind, variant) in sorted(enumerate(ordered, start=1), key=lambda item: item[1][0] in workers):
+        if (variant := budget.admit(name, kind, variant)) is None:
+            continue
+        if name in finished:
+            log.info("[%d/%d] %s: finished before the comparison stopped; kept", index, len(ordered), name)
+            trained[index] = reuse(finished[name], name, kind, variant, datamodule)
+            continue
+        log.info("[%d/%d] %s%s", index, len(ordered), name, " (trained by a worker)" if name in workers else "")
+        where = {"run_id": workers.run_id(name)} if name in workers else {"run_name": name}
+        with tracked_run(**where, nested=True):
+            fitted = workers.take(name) if name in workers else None
+            result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name, fitted=fitted)
+        result.name = name
+        trained[index] = result
+        log.info("  validation %s = %.4f (%.1f s)", config.compare.metric,
+                 result.val_metrics[config.compare.metric], result.train_seconds)
+    return [trained[index] for index in sorted(trained)]
 
 
 def _ranking_column(config: Config) -> str:
@@ -289,11 +303,13 @@ def _seeds(config: Config, datamodule, results: list[TrainResult], models, budge
     return result, config
 
 
-def _refit(config: Config, variant: Config, kind: str, datamodule, selected: TrainResult, pool) -> TrainResult:
+def _refit(config: Config, variant: Config, kind: str, datamodule, selected: TrainResult, pool,
+           workers: compare_jobs.Workers) -> TrainResult:
     """Train the winning configuration again on every row of every series, for the epochs early stopping kept
     (so each epoch, on more data, takes proportionally more steps), in a child run linked to the selection run.
-    An ensemble refits each member so (`pool`: name -> (result, config, kind) of every trained model), and
-    combines the refit members as the selection ensemble combined its own."""
+    An ensemble refits each member so (`pool`: name -> (result, config, kind) of every trained model; its networks
+    side by side when the comparison has `workers`), and combines the refit members as the selection ensemble
+    combined its own."""
     from forecaster.bundle import ModelBundle
     from forecaster.data.splits import Borders
     from forecaster.models.ensemble import Ensemble
@@ -301,9 +317,17 @@ def _refit(config: Config, variant: Config, kind: str, datamodule, selected: Tra
     lengths = datamodule.panel.lengths
     everything = datamodule.for_borders(Borders(lengths, lengths, lengths))
     if kind != "ensemble":
-        return _refit_one(variant, kind, everything, selected)
+        return _refit_one(_refit_config(variant, selected), kind, everything, selected)
     chosen = ModelBundle.load(selected.model_dir).baseline
-    refits = [_refit_one(pool[name][1], pool[name][2], everything, pool[name][0]) for name in chosen.names]
+    members = {name: (_refit_config(pool[name][1], pool[name][0]), pool[name][2], pool[name][0])
+               for name in chosen.names}  # name -> (its config for the refit, kind, selection result)
+    if workers.pool is not None:
+        for name, (member, member_kind, _) in members.items():
+            if member_kind == "network":
+                workers.submit(f"{name}-refit", member, everything=True)
+    order = sorted(chosen.names, key=lambda name: f"{name}-refit" in workers)  # the rest here, meanwhile
+    refits = [_refit_one(members[name][0], members[name][1], everything, members[name][2], workers) for name in order]
+    refits.sort(key=lambda refit: chosen.names.index(refit.name))
     ensemble = Ensemble([ModelBundle.load(r.model_dir) for r in refits], chosen.names, chosen.combine)
     refit = _train_ensemble(config, everything, ensemble, refits, f"{ENSEMBLE}-refit",
                             {"members": chosen.names, "combine": chosen.combine, "refit_of": selected.run_id},
@@ -313,16 +337,25 @@ def _refit(config: Config, variant: Config, kind: str, datamodule, selected: Tra
     return refit
 
 
-def _refit_one(variant: Config, kind: str, everything, selected: TrainResult) -> TrainResult:
+def _refit_config(variant: Config, selected: TrainResult) -> Config:
+    """`variant` for the epochs early stopping kept when `selected` trained."""
+    epochs = selected.best_epoch + 1 if selected.best_epoch is not None else variant.train.max_epochs
+    return variant.with_overrides({"train.max_epochs": epochs})
+
+
+def _refit_one(variant: Config, kind: str, everything, selected: TrainResult,
+               workers: compare_jobs.Workers | None = None) -> TrainResult:
     import mlflow
 
-    epochs = selected.best_epoch + 1 if selected.best_epoch is not None else variant.train.max_epochs
-    log.info("refit: %s on every row (%d rows)%s", selected.name, int(everything.panel.lengths.sum()),
-             f", {epochs} epoch(s)" if kind == "network" else "")
-    with tracked_run(run_name=f"{selected.name}-refit", nested=True):
+    name = f"{selected.name}-refit"
+    log.info("refit: %s on every row (%d rows)%s%s", selected.name, int(everything.panel.lengths.sum()),
+             f", {variant.train.max_epochs} epoch(s)" if kind == "network" else "",
+             " (trained by a worker)" if workers is not None and name in workers else "")
+    where = {"run_id": workers.run_id(name)} if workers is not None and name in workers else {"run_name": name}
+    with tracked_run(**where, nested=True):
         mlflow.set_tags({"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"})
-        refit = train_in_run(variant.with_overrides({"train.max_epochs": epochs}), everything, kind=kind,
-                             checkpoint_name=f"{selected.name}-refit")
+        fitted = workers.take(name) if workers is not None and name in workers else None
+        refit = train_in_run(variant, everything, kind=kind, checkpoint_name=name, fitted=fitted)
     refit.name = selected.name
     _link_refit(selected, refit)
     return refit

@@ -12,31 +12,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import yaml
-from pandas.tseries.frequencies import to_offset
 
 from forecaster.config import load_config
-from forecaster.data.features import season_length
+from forecaster.data.frequency import calendar_for, describe, season_length, suggest_window
 from forecaster.data.sniff import TableProfile, sniff_table
 from forecaster.errors import ConfigError, DataError
 from . import validate
 
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
 MIN_TRAIN_WINDOWS = 8  # per series, in the shortest one
-_HOUR, _DAY = pd.Timedelta(hours=1), pd.Timedelta(days=1)
 _DATA_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq", ".gz", ".bz2", ".zip", ".xz", ".zst"}
-# calendar frequencies (one step of each): lookback, horizon, why
-_CALENDAR_WINDOWS = {
-    "B": (60, 10, "business days: twelve weeks of history, two weeks ahead"),
-    "W": (52, 13, "weekly data: one year of history, one quarter ahead"),
-    "MS": (36, 12, "monthly data: three years of history, one year ahead"),
-    "ME": (36, 12, "monthly data: three years of history, one year ahead"),
-    "QS": (16, 8, "quarterly data: four years of history, two years ahead (as M4 Quarterly)"),
-    "QE": (16, 8, "quarterly data: four years of history, two years ahead (as M4 Quarterly)"),
-    "YS": (12, 6, "yearly data: twelve years of history, six ahead (as M4 Yearly)"),
-    "YE": (12, 6, "yearly data: twelve years of history, six ahead (as M4 Yearly)"),
-}
 _COMMENT_COLUMN = 32
 _LINE_WIDTH = 110
 
@@ -125,7 +111,7 @@ def format_result(result: InitResult) -> str:
     holes = f"{result.gaps} absent timestamps, {result.missing_cells} empty cells"
     lines = [
         f"wrote {result.config_path} from {result.data}",
-        f"  layout     {result.layout}: {where}, {describe_freq(result.freq)} ('{result.freq}'), "
+        f"  layout     {result.layout}: {where}, {describe(result.freq)} ('{result.freq}'), "
         f"timestamp column '{result.timestamp}'{delimiter}",
         f"  target     {', '.join(result.targets)}; covariates: {covariates}",
         f"  missing    {holes} -> data.missing: {result.missing}",
@@ -141,30 +127,6 @@ def format_result(result: InitResult) -> str:
     lines.append("next:")
     lines += [f"  forecaster {command} {result.config_path}" for command in ("validate", "train", "compare")]
     return "\n".join(lines)
-
-
-def suggest_window(freq: str) -> tuple[int, int, str]:
-    """(lookback, horizon, why) for a pandas frequency alias, before fitting them to the data's length."""
-    offset = to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:  # calendar frequencies (weeks, months...) have no fixed length
-        rule = offset.rule_code.split("-")[0]
-        if offset.n == 1 and rule in _CALENDAR_WINDOWS:
-            return _CALENDAR_WINDOWS[rule]
-        return 48, 12, f"'{freq}' steps fit no usual calendar pattern: 48 steps of history, 12 ahead"
-    if step == _HOUR:
-        return 168, 24, "hourly data: one week of history, one day ahead"
-    if step == _DAY:
-        return 56, 14, "daily data: eight weeks of history, two weeks ahead"
-    if step < _DAY and _DAY % step == pd.Timedelta(0):
-        per_day = _DAY // step
-        if step > _HOUR:
-            return 7 * per_day, per_day, f"{describe_freq(freq)} data: one week of history, one day ahead"
-        horizon = min(per_day, 96)
-        ahead = "one day" if horizon == per_day else f"{(step * horizon) / _HOUR:g} hours"
-        return 4 * horizon, horizon, f"{describe_freq(freq)} data: {ahead} ahead, four times as much history"
-    return 48, 12, f"'{freq}' steps fit no usual calendar pattern: 48 steps of history, 12 ahead"
 
 
 def plan_windows(profile: TableProfile) -> WindowPlan:
@@ -224,45 +186,10 @@ def _shrink(shortest: int, lookback: int, horizon: int, name: str, source: str) 
     return 2 * horizon, horizon
 
 
-def describe_freq(freq: str) -> str:
-    """'hourly', 'daily', 'weekly', ... or '15-minute', '2-hour' for other steps."""
-    offset = to_offset(freq)
-    rule = offset.rule_code.split("-")[0]
-    words = {"h": "hour", "min": "minute", "s": "second", "D": "day", "W": "week", "B": "business day",
-             "MS": "month", "ME": "month", "QS": "quarter", "QE": "quarter", "YS": "year", "YE": "year"}
-    if rule not in words:
-        return f"'{freq}'"
-    if offset.n == 1:
-        adjectives = {"day": "daily", "business day": "business-daily", "minute": "one-minute",
-                      "second": "one-second"}
-        return adjectives.get(words[rule], f"{words[rule]}ly")
-    return f"{offset.n}-{words[rule]}"
-
-
-def _calendar(freq: str) -> tuple[list[str], str]:
-    offset = to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:
-        rule = offset.rule_code.split("-")[0]
-        if rule == "W":
-            return ["dayofyear"], "the yearly cycle as sin/cos features"
-        if rule in ("MS", "ME"):
-            return ["month"], "the yearly cycle as sin/cos features"
-        if rule == "B":
-            return ["weekday"], "the weekly cycle as sin/cos features"
-        return [], ""
-    if step < _DAY:
-        return ["hour", "weekday"], "daily and weekly cycles as sin/cos features"
-    if step == _DAY:
-        return ["weekday"], "the weekly cycle as sin/cos features"
-    return [], ""
-
-
 def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: str, config_path: str) -> str:
     """The YAML text of the config, every chosen value with a comment saying why."""
-    freq_words = describe_freq(profile.freq)
-    calendar, calendar_why = _calendar(profile.freq)
+    freq_words = describe(profile.freq)
+    calendar, calendar_why = calendar_for(profile.freq)
     past, future = split_known_ahead(profile.covariates)
     holes = (f"{profile.gaps} timestamp(s) absent from the grid and {profile.missing_cells} empty cell(s) in "
              f"{profile.series_with_holes} series: filled from neighbours, never from a later split")

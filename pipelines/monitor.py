@@ -49,7 +49,7 @@ class MonitorResult:
     by_step: pd.DataFrame
     by_series: pd.DataFrame
     expected: dict[str, float | None]
-    verdict: monitoring.Verdict | None  # of the live model; None when nothing was ever forecast
+    verdict: monitoring.DecayVerdict | None  # of the live model; None when nothing was ever forecast
     notes: list[str] = field(default_factory=list)
     run_id: str | None = None
 
@@ -81,7 +81,7 @@ class MonitorResult:
 def run(config: Config, forecasts: str | Path | None = None, actuals: str | Path | None = None) -> MonitorResult:
     """`forecaster monitor`: score every committed forecast under `forecasts` (default `predict.output`) that has
     actuals in `actuals` (default `monitor.actuals`, else `data.path`)."""
-    from forecaster.data.features import season_length
+    from forecaster.data.frequency import season_length
     from forecaster.data.io import read_table, with_key_columns
     from forecaster.data.validate import scan_frame
 

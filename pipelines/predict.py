@@ -57,13 +57,13 @@ class PredictResult(CommittedOutput):
 def run(config: Config) -> PredictResult:
     """`forecaster predict`: forecast every series in `predict.data` with `predict.model`."""
     from forecaster.forecasting import forecast  # noqa: F401  (torch is imported here: the timings measure the job)
-    from forecaster.runtime import tune_threads
+    from forecaster.runtime import set_threads
     from forecaster.serving.resolve import resolve_model
 
     settings = _checked_settings(config)
     started = time.perf_counter()
     if settings.engine == "pandas":  # Spark's workers take one thread each; predict's output stays one line
-        tune_threads(config.train.threads, level=logging.DEBUG)
+        set_threads(config.train.threads, level=logging.DEBUG)
     timings: dict[str, float] = {}
     experiment = f"{config.tracking.experiment}-predictions"
     experiment_id = setup_tracking(config.tracking.model_copy(update={"experiment": experiment}))

@@ -261,7 +261,7 @@ def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float
     choice: not under `--verbose`) keeps the libraries' INFO lines and forecaster's own tracebacks out of its log.
     Only the `first` worker takes enqueued trials (the starting point): the others begin once none waits."""
     from forecaster.config import SearchRange
-    from forecaster.runtime import quiet_libraries, tune_threads
+    from forecaster.runtime import quiet_libraries, set_threads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", datefmt="%H:%M:%S")
     if quiet:
@@ -270,7 +270,7 @@ def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float
         quiet_libraries()
         trial_errors_in_one_line()
     config = build_config(config_tree, "<tune worker>")
-    tune_threads(config.train.threads)
+    set_threads(config.train.threads)
     space = {name: values if isinstance(values, list) else SearchRange(**values) for name, values in space.items()}
     from forecaster.data.panel import load_panel
 

@@ -23,9 +23,10 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 # What makes a real config fast enough for a test: one or two short epochs of a small network, one thread, no
-# bar, and every file the run writes under the test's own folder.
+# bar, networks trained in the test's own process (tests/test_compare_jobs.py covers worker processes), and every
+# file the run writes under the test's own folder.
 SHRUNK = {"train.max_epochs": 2, "train.limit_train_batches": 4, "train.progress": False, "train.threads": 1,
-          "model.hidden_size": 8}
+          "model.hidden_size": 8, "compare.jobs": 1}
 
 
 def shrink_config(config: str | Path | Config | None, state_dir: Path, **overrides: Any) -> Config:

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecaster.data.features import calendar_columns, calendar_features, future_timestamps, season_length
+from forecaster.data.features import calendar_columns, calendar_features, future_timestamps
+from forecaster.data.frequency import season_length
 
 
 def test_calendar_features_match_pandas_fields():

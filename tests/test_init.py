@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from forecaster.config import load_config
+from forecaster.data.frequency import suggest_window
 from forecaster.errors import ConfigError, DataError
 from forecaster_pipelines import init, validate
 
@@ -196,7 +197,7 @@ def test_format_result_names_the_findings_and_next_commands(demo_csv, tmp_path):
     ("15min", 384, 96), ("3h", 56, 8),
 ])
 def test_window_suggestions_follow_the_frequency(freq, lookback, horizon):
-    assert init.suggest_window(freq)[:2] == (lookback, horizon)
+    assert suggest_window(freq)[:2] == (lookback, horizon)
 
 
 @pytest.mark.slow

@@ -245,7 +245,7 @@ def test_retrain_on_decay_runs_compare_only_when_the_monitor_flags_decay(job, mo
 
     class Judged:
         def __init__(self, decay):
-            self.decay, self.verdict = decay, monitoring.Verdict("demo-v1", decay, [], 1.0, 1.0, None, 1.25)
+            self.decay, self.verdict = decay, monitoring.DecayVerdict("demo-v1", decay, [], 1.0, 1.0, None, 1.25)
 
     monkeypatch.setattr(monitor, "run", lambda cfg: calls.append("monitor") or Judged(next(verdicts)))
     monkeypatch.setattr(monitor, "format_result", lambda result: "")

@@ -17,8 +17,8 @@ PINNED = """
 import os
 os.sched_setaffinity(0, {{{first}}})
 import torch
-from forecaster.runtime import choose_threads, tune_threads
-print(choose_threads()[0], tune_threads("auto"), torch.get_num_threads())
+from forecaster.runtime import choose_threads, set_threads
+print(choose_threads()[0], set_threads("auto"), torch.get_num_threads())
 """
 
 

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from forecaster.config import Config
-from forecaster.data.features import season_length
+from forecaster.data.frequency import season_length
 from forecaster.data.panel import Panel, load_panel, without_look_ahead
 from forecaster.data.scaling import PanelScaler
 from forecaster.data.splits import Borders, compute_borders

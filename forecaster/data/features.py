@@ -1,4 +1,5 @@
-"""Features derived from time alone: calendar sin/cos pairs, future timestamps, and the seasonal period.
+"""Features derived from time alone: calendar sin/cos pairs and future timestamps (the seasonal period and
+other facts of a frequency: `forecaster.data.frequency`).
 
 Calendar features are computed with numpy date arithmetic from datetime64 values of any shape, so a batch of
 windows gets them on the fly ([B, L + H] timestamps -> [B, L + H, 2K]) and nothing is stored per row.
@@ -13,9 +14,6 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 CALENDAR_PERIODS = {"hour": 24.0, "weekday": 7.0, "month": 12.0, "dayofyear": 366.0}
-_DAY = pd.Timedelta(days=1)
-_SEASON_BY_RULE = {"W": 52, "B": 5, "C": 5, "SMS": 24, "SME": 24, "MS": 12, "ME": 12, "BMS": 12, "BME": 12,
-                   "QS": 4, "QE": 4, "BQS": 4, "BQE": 4}
 
 
 def calendar_columns(names: Sequence[str]) -> list[str]:
@@ -69,33 +67,3 @@ def future_grid(last_timestamps: np.ndarray, freq: str, horizon: int) -> np.ndar
         return np.stack([future_timestamps(last, freq, horizon) for last in last_timestamps])
     steps = np.arange(1, horizon + 1, dtype=np.int64) * step  # [H]
     return np.asarray(last_timestamps, dtype="datetime64[ns]")[:, None] + steps  # [S, H]
-
-
-def seasonalities(freq: str, main: int | None = None) -> list[int]:
-    """Every seasonal period of a frequency, shortest first: below a day, the day and the week (hourly 24 and
-    168); daily, the week and the year (7, 365); else the one `season_length`. `main` (a configured
-    model.season_length) comes first when given."""
-    season = season_length(freq)
-    try:
-        step = pd.Timedelta(to_offset(freq))
-    except ValueError:
-        periods = [season]
-    else:
-        periods = [season, 7 * season] if step < _DAY and season > 1 else [7, 365] if step == _DAY else [season]
-    if main is not None and main not in periods:
-        periods = [main, *periods]
-    return sorted({p for p in periods if p > 1}) or [1]
-
-
-def season_length(freq: str) -> int:
-    """The seasonal period of a frequency: steps per day below a day (hourly 24, 15-minute 96), daily 7,
-    weekly 52, monthly 12, quarterly 4, business days 5, anything else 1."""
-    offset = to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:  # calendar offsets (weeks, months, ...) have no fixed length
-        season = _SEASON_BY_RULE.get(offset.rule_code.split("-")[0], 1)
-        return season // offset.n if season % offset.n == 0 else 1
-    if step < _DAY:
-        return _DAY // step if _DAY % step == pd.Timedelta(0) else 1
-    return {_DAY: 7, 7 * _DAY: 52}.get(step, 1)

@@ -177,16 +177,19 @@ class EpochMlflowLogger(Logger):
 
     Lightning's own MLFlowLogger uses the global step and opens runs of its own; forecaster opens the run
     (nested under a comparison when there is one) and this logger only writes into it, from rank zero.
-    Step-level values (`*_step`) are left to the progress bar.
+    Step-level values (`*_step`) are left to the progress bar. Without `tracking_uri` (a `compare.jobs` worker,
+    which writes to no store) every epoch goes to `fallback`, for the parent to log (`log_kept_epochs`).
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, fallback: Path | None = None):
+    def __init__(self, tracking_uri: str | None, run_id: str, fallback: Path | None = None):
         super().__init__()
         self._tracking_uri = tracking_uri
         self._run_id = run_id
         self._client = None
         self.fallback = fallback  # where epochs' metrics go when the tracking store does not take them
         self.unlogged = 0  # epochs kept in `fallback` instead
+        if tracking_uri is None and fallback is None:
+            raise ValueError("EpochMlflowLogger: without a tracking URI, give the fallback file")
 
     @property
     def name(self) -> str:
@@ -199,6 +202,8 @@ class EpochMlflowLogger(Logger):
     @property
     @rank_zero_experiment
     def experiment(self):
+        if self._tracking_uri is None:
+            return None  # no store, and no MLflow default store created by asking
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
@@ -224,7 +229,7 @@ class EpochMlflowLogger(Logger):
         ]
         if not batch:
             return
-        if not self.unlogged:
+        if not self.unlogged and self._tracking_uri is not None:
             try:
                 self.experiment.log_batch(self._run_id, metrics=batch)
                 return
@@ -240,6 +245,21 @@ class EpochMlflowLogger(Logger):
             for metric in batch:
                 handle.write(json.dumps({"key": metric.key, "value": metric.value, "step": metric.step,
                                          "timestamp": metric.timestamp}) + "\n")
+
+
+def log_kept_epochs(client, run_id: str, path: Path) -> int:
+    """Log the epochs' metrics an `EpochMlflowLogger` kept in `path` into run `run_id` (with their epochs and
+    times), then remove the file; the number of values logged."""
+    from mlflow.entities import Metric
+
+    if not path.is_file():
+        return 0
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    metrics = [Metric(key=row["key"], value=row["value"], timestamp=row["timestamp"], step=row["step"]) for row in rows]
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1,000 metrics per batch
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    path.unlink()
+    return len(metrics)
 
 
 def _now_ms() -> int:

@@ -91,7 +91,7 @@ def build_module(config: Config, network: nn.Module, monitor: str = "val/loss", 
 
 
 def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
-    from forecaster.data.features import seasonalities
+    from forecaster.data.frequency import seasonalities
     from forecaster.models.baselines import make_baseline
 
     started = time.perf_counter()
@@ -114,15 +114,15 @@ def fit_network(
     from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from forecaster.runtime import tune_allocator, tune_threads
+    from forecaster.runtime import set_allocator, set_threads
     from forecaster.training.callbacks import BestWeights, EpochCheckpoint, EpochLines, TimeLimit
 
     if any(word in config.train.strategy for word in ("spawn", "fork", "notebook")):
         raise TrainingError(f"train.strategy={config.train.strategy}: rank zero would train in a child process "
                             f"and its best weights would not come back; use train.strategy=ddp, which runs the "
                             f"command once per process")
-    tune_allocator()
-    tune_threads(config.train.threads)
+    set_allocator()
+    set_threads(config.train.threads)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = EpochCheckpoint(checkpoint_dir, training_identity(config, run_id))
     if resume:
