@@ -60,10 +60,6 @@ class ForecastModule(pl.LightningModule):
         """Scheduled sampling: the ratio decays geometrically each epoch, from `teacher_forcing` towards 0."""
         return self.teacher_forcing * (1.0 - self.teacher_forcing_decay) ** self.current_epoch
 
-    def forward(self, x_past: torch.Tensor, x_future: torch.Tensor) -> torch.Tensor:
-        """[B, L, F_past], [B, H, F_future] -> point forecast [B, H, T] on the scaled axis."""
-        return point_forecast(self.network(x_past, x_future), self.loss_name, self.quantiles)
-
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         """Validation and test: loss, MSE and MAE of the point forecast, averaged over the epoch."""
         y = batch["y"]  # [B, H, T]
