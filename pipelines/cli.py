@@ -326,7 +326,7 @@ def _raise_on_signals() -> dict[int, Any]:
 
 def _interrupted_line(exc: Interrupted, args: argparse.Namespace) -> str:
     """One line: which signal, what was kept, how to continue."""
-    kept = "; ".join(exc.kept) if exc.kept else "nothing half-written was left"
+    kept = "; ".join(exc.kept) if exc.kept else "everything finished; nothing half-written was left"
     config = getattr(args, "config", None)
     again = CONTINUE.get(args.command, "rerun the same command").format(config=config)
     return f"interrupted by {exc.signal_name}: kept {kept}. Continue with: {again}"

@@ -73,7 +73,12 @@ class Workers:
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
+        from forecaster.errors import Interrupted
+
+        if isinstance(error, Interrupted) and self.pending:
+            error.kept.append(f"every finished candidate's run and model; --resume trains again what was still "
+                              f"training in workers ({', '.join(self.pending)})")
         self.close()
 
     def __contains__(self, name: str) -> bool:
@@ -104,13 +109,17 @@ class Workers:
         from forecaster.training.callbacks import log_kept_epochs
         from forecaster.training.fit import FittedModel
 
-        future, run_id, folder = self.pending.pop(name)
+        future, run_id, folder = self.pending[name]  # pending until its result is in: a signal may come first
         try:
             stats = future.result()
-        except BrokenProcessPool:
+        except Exception as exc:
+            del self.pending[name]  # its run ends FAILED with the error
+            if not isinstance(exc, BrokenProcessPool):
+                raise
             raise TrainingError(f"{name}: its compare worker process stopped (killed, out of memory, or failed to "
                                 f"start: see the log above); what it wrote is in {folder}. Run `forecaster compare "
                                 f"--resume` to train it again (with compare.jobs lower if memory ran out)") from None
+        del self.pending[name]
         log_kept_epochs(self.client, run_id, folder / UNLOGGED_METRICS)
         bundle = ModelBundle.load(folder / "model")
         return FittedModel(kind="network", predictor=Predictor.of(bundle), network=bundle.network, baseline=None,
@@ -124,7 +133,7 @@ class Workers:
                 future.cancel()
             for process in list((self.pool._processes or {}).values()):  # no public way to stop a running task
                 if process.is_alive():
-                    process.terminate()
+                    process.kill()  # not SIGTERM: Lightning catches it mid-fit, and the worker would wait on
         self.pool.shutdown(wait=True, cancel_futures=True)
         for _, run_id, _ in self.pending.values():
             try:

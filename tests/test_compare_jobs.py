@@ -148,6 +148,27 @@ def test_kill_9_of_the_comparison_stops_its_workers_too(tmp_path):
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]  # no orphan trains on
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_workers_ends_every_run_and_exits_143(tmp_path):
+    """SIGTERM reaches the parent while it waits for a worker: the workers are killed (not asked: Lightning catches
+    SIGTERM inside a fit, and a worker that survived it would keep `compare` waiting forever), every run ends
+    KILLED, and the one line says what to run."""
+    path, config = long_config(tmp_path, "sigterm")
+    process = forecaster("compare", str(path))
+    pids = training_started(config, process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted by SIGTERM: kept every finished candidate's run and model"), err
+    assert "--resume" in last
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    client = MlflowClient(tracking_uri(config.tracking))
+    runs = client.search_runs([client.get_experiment_by_name("jobs").experiment_id])
+    assert {run.data.tags["mlflow.runName"]: run.info.status for run in runs if run.info.status != "FINISHED"} == {
+        "compare": "KILLED", "rnn": "KILLED", "gru": "KILLED"}
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
