@@ -139,6 +139,14 @@ class QuietLibraries(logging.Filter):
         return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LIBRARIES)
 
 
+def worker_logging(quiet: bool) -> None:
+    """A spawned worker process's log: INFO lines to stderr that name the process, and `quiet_libraries` when
+    `quiet` (its parent's choice: not under `--verbose`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", datefmt="%H:%M:%S")
+    if quiet:
+        quiet_libraries()
+
+
 def quiet_libraries() -> None:
     """Keep the libraries' INFO lines (Lightning's accelerator report and tips, MLflow's migrations) off every
     handler of the root logger, and their deprecation warnings off the terminal: the CLI's process and each `tune`

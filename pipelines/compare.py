@@ -168,9 +168,7 @@ def _train_candidates(config: Config, ordered, finished, budget: Budget, datamod
             trained[index] = reuse(finished[name], name, kind, variant, datamodule)
             continue
         log.info("[%d/%d] %s%s", index, len(ordered), name, " (trained by a worker)" if name in workers else "")
-        where = {"run_id": workers.run_id(name)} if name in workers else {"run_name": name}
-        with tracked_run(**where, nested=True):
-            fitted = workers.take(name) if name in workers else None
+        with workers.nested_run(name) as fitted:
             result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name, fitted=fitted)
         result.name = name
         trained[index] = result
@@ -311,13 +309,11 @@ def _refit(config: Config, variant: Config, kind: str, datamodule, selected: Tra
     side by side when the comparison has `workers`), and combines the refit members as the selection ensemble
     combined its own."""
     from forecaster.bundle import ModelBundle
-    from forecaster.data.splits import Borders
     from forecaster.models.ensemble import Ensemble
 
-    lengths = datamodule.panel.lengths
-    everything = datamodule.for_borders(Borders(lengths, lengths, lengths))
+    everything = datamodule.for_every_row()
     if kind != "ensemble":
-        return _refit_one(_refit_config(variant, selected), kind, everything, selected)
+        return _refit_one(_refit_config(variant, selected), kind, everything, selected, workers)
     chosen = ModelBundle.load(selected.model_dir).baseline
     members = {name: (_refit_config(pool[name][1], pool[name][0]), pool[name][2], pool[name][0])
                for name in chosen.names}  # name -> (its config for the refit, kind, selection result)
@@ -344,17 +340,12 @@ def _refit_config(variant: Config, selected: TrainResult) -> Config:
 
 
 def _refit_one(variant: Config, kind: str, everything, selected: TrainResult,
-               workers: compare_jobs.Workers | None = None) -> TrainResult:
-    import mlflow
-
+               workers: compare_jobs.Workers) -> TrainResult:
     name = f"{selected.name}-refit"
     log.info("refit: %s on every row (%d rows)%s%s", selected.name, int(everything.panel.lengths.sum()),
              f", {variant.train.max_epochs} epoch(s)" if kind == "network" else "",
-             " (trained by a worker)" if workers is not None and name in workers else "")
-    where = {"run_id": workers.run_id(name)} if workers is not None and name in workers else {"run_name": name}
-    with tracked_run(**where, nested=True):
-        mlflow.set_tags({"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"})
-        fitted = workers.take(name) if workers is not None and name in workers else None
+             " (trained by a worker)" if name in workers else "")
+    with workers.nested_run(name, tags={"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"}) as fitted:
         refit = train_in_run(variant, everything, kind=kind, checkpoint_name=name, fitted=fitted)
     refit.name = selected.name
     _link_refit(selected, refit)

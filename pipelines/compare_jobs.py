@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from forecaster.config import Config
@@ -95,8 +97,18 @@ class Workers:
                                   everything)
         self.pending[name] = (future, run.info.run_id, folder)
 
-    def run_id(self, name: str) -> str:
-        return self.pending[name][1]
+    @contextmanager
+    def nested_run(self, name: str, tags: dict[str, str] | None = None) -> Iterator:
+        """The nested run of candidate `name` (the one `submit` opened, when a worker trains it) with `tags` set,
+        and in it the `FittedModel` its worker fitted (`take`), or None: train it here."""
+        import mlflow
+
+        from forecaster.tracking import tracked_run
+
+        where = {"run_id": self.pending[name][1]} if name in self.pending else {"run_name": name}
+        with tracked_run(**where, nested=True):
+            mlflow.set_tags(tags or {})
+            yield self.take(name) if name in self.pending else None
 
     def take(self, name: str):
         """The `FittedModel` worker-trained for `name` (waiting for it), its epochs logged into its run; a
@@ -168,13 +180,11 @@ def _start(tree: dict, threads: int, quiet: bool) -> None:
     """A worker's start: its log lines name it, torch gets its threads, it ends with the parent (Linux), and it
     builds the data module every candidate shares, as the parent did."""
     from forecaster.config import build_config
-    from forecaster.runtime import quiet_libraries, set_threads
+    from forecaster.runtime import set_threads, worker_logging
 
     from .train import prepare_data
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", datefmt="%H:%M:%S")
-    if quiet:
-        quiet_libraries()
+    worker_logging(quiet)
     _end_with_parent()
     set_threads(threads, level=logging.DEBUG)
     _DATA["module"] = prepare_data(build_config(tree, "<compare worker>"))
@@ -197,7 +207,6 @@ def _fit(tree: dict, folder: str, label: str, run_id: str, everything: bool) -> 
     """Train one network into `folder` (checkpoints, `model/`, the epochs' metrics) and return how it went."""
     from forecaster.bundle import ModelBundle
     from forecaster.config import build_config
-    from forecaster.data.splits import Borders
     from forecaster.training.callbacks import EpochMlflowLogger
     from forecaster.training.fit import fit_network
 
@@ -205,8 +214,7 @@ def _fit(tree: dict, folder: str, label: str, run_id: str, everything: bool) -> 
     datamodule = _DATA["module"]
     if everything:
         if "everything" not in _DATA:
-            lengths = datamodule.panel.lengths
-            _DATA["everything"] = datamodule.for_borders(Borders(lengths, lengths, lengths))
+            _DATA["everything"] = datamodule.for_every_row()
         datamodule = _DATA["everything"]
     path = Path(folder)
     fitted = fit_network(config, datamodule, path, logger=EpochMlflowLogger(None, run_id, path / UNLOGGED_METRICS),

@@ -261,13 +261,12 @@ def _work(config_tree: dict, space: dict, url: str, trials: int, deadline: float
     choice: not under `--verbose`) keeps the libraries' INFO lines and forecaster's own tracebacks out of its log.
     Only the `first` worker takes enqueued trials (the starting point): the others begin once none waits."""
     from forecaster.config import SearchRange
-    from forecaster.runtime import quiet_libraries, set_threads
+    from forecaster.runtime import set_threads, worker_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", datefmt="%H:%M:%S")
+    worker_logging(quiet)
     if quiet:
         from forecaster.search import trial_errors_in_one_line
 
-        quiet_libraries()
         trial_errors_in_one_line()
     config = build_config(config_tree, "<tune worker>")
     set_threads(config.train.threads)

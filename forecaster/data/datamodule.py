@@ -76,6 +76,12 @@ class ForecastDataModule(pl.LightningDataModule):
         fold.setup()
         return fold
 
+    def for_every_row(self) -> ForecastDataModule:
+        """A set-up data module whose training split is every row of every series (no validation, no test): what
+        a refit trains on."""
+        lengths = self.panel.lengths
+        return self.for_borders(Borders(lengths, lengths, lengths))
+
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         """Batches of `split` ('train', 'val' or 'test'): `config.train.batch_size` for training, at least
         `EVAL_BATCH_SIZE` windows for evaluation (no gradients to hold; fewer, larger forward passes)."""
