@@ -135,7 +135,7 @@ def seeded_configs(model: str, config, seeds: Sequence[int] | None) -> list[tupl
 
 def fit_model(model: str, config, datamodule) -> tuple[Any, dict[str, Any]]:
     """Fit `model` (a baseline name, a cell, or `cell-strategy` such as `lstm-seq2seq`) through the library's own
-    code path. Returns (fitted, cost figures)."""
+    code path. Returns (the trained model, a `ModelBundle`; cost figures)."""
     import tempfile
 
     from forecaster.config import BASELINES
@@ -148,11 +148,12 @@ def fit_model(model: str, config, datamodule) -> tuple[Any, dict[str, Any]]:
         config = config.with_overrides({"model.cell": cell, **({"model.strategy": strategy} if strategy else {})})
         with tempfile.TemporaryDirectory() as tmp:
             fitted = fit_network(config, datamodule, Path(tmp))
-        epochs = fitted.epochs_run  # Lightning counts the finished epochs
+        epochs = fitted.training.epochs_run  # Lightning counts the finished epochs
+    record = fitted.training
     n_train = windows_per_epoch(config, len(datamodule.train_dataset))
-    cost = {"params": fitted.n_params, "epochs": epochs, "best_epoch": fitted.best_epoch,
-            "train_windows_per_s": round(n_train * epochs / fitted.train_seconds) if epochs else None,
-            "train_s": round(fitted.train_seconds, 1)}
+    cost = {"params": record.n_params, "epochs": epochs, "best_epoch": record.best_epoch,
+            "train_windows_per_s": round(n_train * epochs / record.train_seconds) if epochs else None,
+            "train_s": round(record.train_seconds, 1)}
     return fitted, cost
 
 

@@ -123,7 +123,6 @@ def case_train(args) -> dict:
 def case_bundle(args) -> dict:
     """A segment GRU trained for a few batches (no validation split: its quality is irrelevant), saved as a
     model folder `forecaster predict --model` reads."""
-    from forecaster.bundle import ModelBundle
     from forecaster.training.fit import fit_network
     from pipelines.train import prepare_data
 
@@ -132,8 +131,8 @@ def case_bundle(args) -> dict:
     datamodule = prepare_data(config)
     with tempfile.TemporaryDirectory() as tmp:
         fitted = fit_network(config, datamodule, Path(tmp))
-    ModelBundle.from_fitted(config, datamodule, fitted).save(args.bundle)
-    return {"train_s": round(fitted.train_seconds, 2), "series": datamodule.panel.n_series}
+    fitted.save(args.bundle)
+    return {"train_s": round(fitted.training.train_seconds, 2), "series": datamodule.panel.n_series}
 
 
 def case_predict(args) -> dict:

@@ -1,7 +1,7 @@
 """Benchmark: bfloat16 against float32 inference, accuracy and speed, on ETTh1 OT and M4 Weekly.
 
 One network per data set is trained once (float32, as always); then the same weights forecast every test window
-in float32 and in bfloat16 (`forecasting.Predictor(precision=...)`, the path `forecaster predict` takes), and
+in float32 and in bfloat16 (`predictor.Predictor(precision=...)`, the path `forecaster predict` takes), and
 the test scores of both are reported side by side with the largest difference between the two forecasts. The
 test split is read only to measure what the precision changes in a model that is already fixed; nothing is
 chosen on it. Speed: forecast windows per second at batch 1024, float32 and bfloat16 passes interleaved

@@ -188,13 +188,13 @@ def main() -> None:
     threads = set_threads(args.threads)
 
     from forecaster.runtime import set_allocator
-    from forecaster.training.fit import data_dims, network_from_dims
+    from forecaster.models.network import network_from_dims
     from pipelines.train import prepare_data
 
     config = load_config(ROOT / "configs" / "etth1-ot.yaml", overrides=REFERENCE)
     config = config.with_overrides({"data.path": str(shared_data("ETT-small/ETTh1.csv"))})
     datamodule = prepare_data(config)
-    dims = data_dims(datamodule)
+    dims = datamodule.dims
     train_batches = batches_of(datamodule.train_dataset, 64, shuffle=True)
     n_train = sum(len(b["y"]) for b in train_batches)
     rows: list[dict] = []
@@ -247,7 +247,7 @@ def main() -> None:
     tiny_kernel, tiny_pipe = [], []
     for _ in range(args.repeats):
         torch.manual_seed(0)
-        tiny_kernel.append(kernel_train(network_from_dims(tiny_config, data_dims(tiny_data)), tiny_batches))
+        tiny_kernel.append(kernel_train(network_from_dims(tiny_config, tiny_data.dims), tiny_batches))
         tiny_pipe.append(pipeline_train(tiny_config, tiny_data, 1)[0])
     steps = len(tiny_batches)
     add("kernel train (tiny network)", "train", statistics.median(tiny_kernel), tiny_windows, 64,

@@ -29,7 +29,8 @@ Datasets (`--datasets`; all by default):
 
 `--quick` shrinks every training (one epoch of a few batches) and the synthetic panels, for the test suite.
 
-    python benchmarks/suite.py [--datasets epf synthetic-seasonal] [--quick] [--threads 1] [--set KEY=VALUE ...]
+    python benchmarks/suite.py [--datasets epf synthetic-seasonal] [--quick] [--threads 1] [--lookback-scale 2]
+        [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -154,13 +155,15 @@ NEEDS_SHARED = {"etth1-ot": "ETT-small/ETTh1.csv", "etth1-multi": "ETT-small/ETT
 
 # -- one dataset: init, compare, the table's rows ----------------------------------------------------------
 
-def run_dataset(name: str, folder: Path, quick: bool, overrides: dict) -> list[dict]:
+def run_dataset(name: str, folder: Path, quick: bool, overrides: dict, lookback_scale: float = 1.0) -> list[dict]:
     from forecaster.config import load_config
     from forecaster_pipelines import compare, init
 
     folder.mkdir(parents=True, exist_ok=True)
     data, protocol = DATASETS[name](folder, quick)
     written = init.run(data, output=folder / f"{name}.yaml", force=True)
+    if lookback_scale != 1.0:  # init's lookback times a factor, for a search in whole seasons across frequencies
+        protocol = {**protocol, "window.lookback": round(written.lookback * lookback_scale)}
     config = load_config(written.config_path, overrides={
         **protocol, "tracking.state_dir": str(folder / "state"), "train.progress": False,
         **(QUICK if quick else {}), **overrides})
@@ -214,6 +217,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", help="folder for the data files, configs and stores (default: a temporary one)")
     parser.add_argument("--name", default="suite", help="results/NAME.json and NAME.md")
+    parser.add_argument("--lookback-scale", type=float, default=1.0,
+                        help="multiply the lookback init chose (2: two weeks of hourly data instead of one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     from forecaster.config import parse_overrides
@@ -228,7 +233,7 @@ def main() -> None:
             skipped.append(name)
             log.info("%s: skipped, %s is absent (see ../shared/data/README.md)", name, SHARED_DATA / NEEDS_SHARED[name])
             continue
-        rows += run_dataset(name, work / name, args.quick, overrides)
+        rows += run_dataset(name, work / name, args.quick, overrides, args.lookback_scale)
     command = "python benchmarks/suite.py " + " ".join(sys.argv[1:])
     print(write_results(args.name, rows, COLUMNS, command, extra={"skipped": skipped, "quick": args.quick}))
 

@@ -56,7 +56,7 @@ def retrain(config_path: Path, overrides: dict, seeds: list[int], folder: Path) 
         val = score(forecast_split(fitted, datamodule, "val")[0], datamodule)
         test = score(forecast_split(fitted, datamodule, "test")[0], datamodule)  # once, to report
         scores.append({"seed": seed, "val_mse": val["mse"], "test_mse": test["mse"], "test_mae": test["mae"],
-                       "epochs": fitted.epochs_run})
+                       "epochs": fitted.training.epochs_run})
     return scores
 
 

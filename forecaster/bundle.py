@@ -1,10 +1,17 @@
-"""A trained model as files, without pickles: `bundle.json` (config, scaler, schema, baseline state, trained
-range, interval calibration) and `weights.pt` (the network's state dict, loaded with `weights_only=True`).
+"""The trained model: one object, from the training that makes it (`training.fit.fit_*` return a `ModelBundle`)
+to the files it is kept in and the forecasts it makes.
 
-A bundle saved before intervals existed has no `calibration`: it loads, and forecasts without interval columns.
+It carries the network or baseline, the scaler's statistics, the data's widths (`dims`), the interval
+calibration, what it was trained on, and, while it is in memory after a training, how that training went
+(`training`). It says which of its outputs is the point forecast and which are quantiles, and hands out the
+`Predictor` that calls it (`forecaster.predictor`).
 
-This module says what a model is on disk and loads it; `forecaster.forecasting` makes its forecasts.
-`history_frame` gives the input a bundle forecasts from: rows of a panel in the training file's own layout.
+On disk, without pickles: `bundle.json` (config, scaler, schema, baseline state, trained range, interval
+calibration) and `weights.pt` (the network's state dict, loaded with `weights_only=True`). A bundle saved before
+intervals existed has no `calibration`: it loads, and forecasts without interval columns.
+
+`forecaster.forecasting` makes its forecasts from a history frame (`bundle.predict`); `history_frame` gives that
+input: rows of a panel in the training file's own layout.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +29,28 @@ import torch
 
 from forecaster.config import BASELINES, Config, build_config
 from forecaster.errors import ModelError
+from forecaster.predictor import Predictor, output_point_index, output_quantiles
 
 if TYPE_CHECKING:
     from forecaster.calibration import Calibration
     from forecaster.forecasting import Forecast
 
 FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainingRecord:
+    """How a training went: kept in memory with the model it made, logged with its run, not saved in the bundle."""
+
+    n_params: int
+    train_seconds: float
+    best_epoch: int | None = None
+    best_val_loss: float | None = None
+    epochs_run: int = 0
+    trainer_metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -44,7 +67,8 @@ class ModelBundle:
     # A few scaled input windows of its own data (x_past, x_future) for the precision check at load; None in
     # bundles saved before it, and for baselines.
     examples: dict[str, torch.Tensor] | None = None
-    precision_choices: dict = field(default_factory=dict, repr=False, compare=False)  # forecasting.bundle_precision
+    precision_choices: dict = field(default_factory=dict, repr=False, compare=False)  # inference.bundle_precision
+    training: TrainingRecord | None = field(default=None, repr=False, compare=False)  # None when loaded from files
 
     @property
     def lookback(self) -> int:
@@ -57,24 +81,34 @@ class ModelBundle:
     @property
     def quantiles(self) -> list[float] | None:
         """The quantiles its forecasts come in; None for point forecasts."""
-        from forecaster.forecasting import Predictor
+        return output_quantiles(self.config.model, self.network is not None)
 
-        return Predictor.of(self).quantiles
+    @property
+    def point_index(self) -> int:
+        """Which of its outputs is the point forecast: the median of a quantile network, else the only one."""
+        return output_point_index(self.config.model, self.network is not None)
+
+    @property
+    def predictor(self) -> Predictor:
+        """The call that forecasts with it: scaled windows in, `[B, H, T, Q]` out, in float32."""
+        return Predictor(self.config.model, network=self.network, baseline=self.baseline)
 
     @classmethod
-    def from_fitted(cls, config: Config, datamodule, fitted) -> ModelBundle:
-        from forecaster.training.fit import data_dims
-
+    def trained(cls, config: Config, datamodule, kind: str, *, network: torch.nn.Module | None = None,
+                baseline: Any = None, training: TrainingRecord | None = None) -> ModelBundle:
+        """The model a training made from `datamodule` (set up): a network (`kind` "network") or a baseline,
+        with the scaler, widths and trained range of that data."""
         return cls(
             config=config,
-            kind=fitted.kind,
+            kind=kind,
             scaler_state=datamodule.scaler.to_dict(),
-            dims=data_dims(datamodule),
-            network=fitted.network,
-            baseline=fitted.baseline,
+            dims=datamodule.dims,
+            network=network,
+            baseline=baseline,
             freq=datamodule.panel.freq,
             trained_range=trained_range(datamodule.panel, datamodule.borders.train_end),
-            examples=example_windows(datamodule) if fitted.network is not None else None,
+            examples=example_windows(datamodule) if network is not None else None,
+            training=training,
         )
 
     def save(self, path: str | Path) -> None:
@@ -133,11 +167,11 @@ class ModelBundle:
             members = [cls.load(folder / "members" / f"{index:02d}") for index in range(len(state["members"]))]
             bundle.baseline = Ensemble.from_dict(state, members)
         elif bundle.kind in BASELINES:
-            from forecaster.models.baselines import baseline_from_dict
+            from forecaster.models.catalog import baseline_from_dict
 
             bundle.baseline = baseline_from_dict(document["baseline"])
         else:
-            from forecaster.training.fit import network_from_dims
+            from forecaster.models.network import network_from_dims
 
             bundle.network = network_from_dims(config, bundle.dims)
             state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)

@@ -1,6 +1,6 @@
 """Forecast every window of a split and score it, the same way for networks and baselines.
 
-The forecasts come from `forecasting.scaled_forecasts`, the path every forecast takes; this module keeps the
+The forecasts come from `predictor.scaled_forecasts`, the path every forecast takes; this module keeps the
 forecasts of each window (the point forecast and every network output) with its actuals, and scores them: the
 point forecast always, the prediction intervals when a `Calibration` is given.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from forecaster.calibration import Calibration
-from forecaster.forecasting import Predictor, scaled_forecasts
+from forecaster.predictor import Predictor, scaled_forecasts
 from forecaster.metrics import Windows, evaluate, interval_metrics, naive_scale
 
 

@@ -2,9 +2,9 @@
 
 Two levels, one path:
 
-- `scaled_forecasts(predictor, batches)`: batches of windows -> scaled forecasts `[B, H, T, Q]`. A `Predictor`
-  is the only thing that calls a trained network or baseline; the evaluation's `forecast_windows` and `forecast`
-  below both go through it.
+- `predictor.scaled_forecasts(predictor, batches)`: batches of windows -> scaled forecasts `[B, H, T, Q]`. A
+  `Predictor` (`bundle.predictor`) is the only thing that calls a trained network or baseline; the evaluation's
+  `forecast_windows` and `forecast` below both go through it.
 - `forecast(bundle, history)`: a history frame in the training file's own layout -> the forecast frame. It
   validates the history with the training data config, scales it (series the model never saw get statistics
   from their own history), takes the last `lookback` rows of every series, forecasts all series in batches
@@ -21,68 +21,22 @@ Two settings say how a network computes, never what: `precision` (`predict.preci
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from forecaster.errors import DataError, ForecasterError
 from forecaster.inference import PrecisionChoice, bundle_precision, inference_batch_size
+from forecaster.predictor import Predictor, scaled_forecasts
 
 if TYPE_CHECKING:
     from forecaster.bundle import ModelBundle
-    from forecaster.config import ModelConfig
     from forecaster.data.panel import Panel
 
 FORECAST_COLUMNS = ("series_id", "target", "timestamp", "step", "forecast")
 METADATA_COLUMNS = ("model_uri", "model_version", "source_run_id", "forecast_origin", "created_at")
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """A trained network or baseline, called one way: scaled windows in, `[B, H, T, Q]` out."""
-
-    model: ModelConfig  # the loss and quantiles the network was trained with
-    network: torch.nn.Module | None = None
-    baseline: Any = None
-    precision: str = "32"  # "32" or "bf16": what a network computes in (`choose_precision`); baselines: float32
-
-    def __post_init__(self) -> None:
-        if self.network is not None:
-            self.network.eval()  # forecasts never use dropout
-
-    @classmethod
-    def of(cls, bundle: ModelBundle) -> Predictor:
-        return cls(bundle.config.model, network=bundle.network, baseline=bundle.baseline)
-
-    @property
-    def quantiles(self) -> list[float] | None:
-        """What the Q outputs are; None for one point output (a point loss, or a baseline)."""
-        from forecaster.models.losses import LOSSES
-
-        if self.network is not None and LOSSES[self.model.loss].per_quantile:
-            return list(self.model.quantiles)
-        return None
-
-    @property
-    def point_index(self) -> int:
-        """Which of the Q outputs is the point forecast: the median of a quantile network, else the only one."""
-        from forecaster.models.losses import point_index
-
-        return 0 if self.quantiles is None else point_index(self.model.loss, self.quantiles)
-
-    def __call__(self, x_past: torch.Tensor, x_future: torch.Tensor, series: np.ndarray | None = None) -> torch.Tensor:
-        """[B, L, F_past], [B, H, F_future] -> [B, H, T, Q] on the scaled axis. `series` [B]: each window's
-        series index in the model's training data, read by the models fitted per series (ets, theta, ...)."""
-        if self.network is None:
-            return self.baseline.predict(x_past, x_future, series)[..., None]  # [B, H, T] -> [B, H, T, 1]
-        if self.precision == "bf16":
-            with torch.autocast(x_past.device.type, dtype=torch.bfloat16):
-                return self.network(x_past, x_future).float()
-        return self.network(x_past, x_future)
 
 
 @dataclass
@@ -94,17 +48,6 @@ class Forecast:
     origins: dict[str, pd.Timestamp] = field(default_factory=dict)
     precision: PrecisionChoice | None = None  # what the network computed in, and why
     batch_size: int = 0  # windows per forward pass
-
-
-def scaled_forecasts(predictor: Predictor, batches: Iterable[dict[str, torch.Tensor]],
-                     series_map: np.ndarray | None = None) -> Iterator[tuple[dict[str, torch.Tensor], np.ndarray]]:
-    """Each batch with its forecasts, float32 `[B, H, T, Q]` on the scaled axis. A batch's `series` indexes the
-    panel its windows come from; `series_map` turns that into the model's training index (None: the same)."""
-    for batch in batches:
-        series = batch["series"].cpu().numpy()
-        with torch.inference_mode():  # per batch: the mode is thread state and must not leak past a `yield`
-            pred = predictor(batch["x_past"], batch["x_future"], series if series_map is None else series_map[series])
-        yield batch, pred.float().cpu().numpy()
 
 
 def forecast(
@@ -161,7 +104,7 @@ def _forecast_panel(bundle: ModelBundle, panel: Panel, future: np.ndarray | None
     """The frame of forecasts after every series of `panel`; `future` [S, H, Cf]: the future covariates over the
     horizon, in original units (None for a model without them)."""
     windows, stamps, scaler = _last_windows(bundle, panel, future)
-    exact = Predictor.of(bundle)  # float32
+    exact = bundle.predictor  # float32
     choice = bundle_precision(bundle, exact, windows, precision, tolerance)
     predictor = replace(exact, precision=choice.precision)
     batches = (windows.__getitems__(range(start, min(start + batch_size, len(windows))))

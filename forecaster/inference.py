@@ -19,7 +19,7 @@ from forecaster.errors import ModelError
 
 if TYPE_CHECKING:
     from forecaster.bundle import ModelBundle
-    from forecaster.forecasting import Predictor
+    from forecaster.predictor import Predictor
 
 PRECISIONS = ("auto", "32", "bf16")
 EXAMPLE_WINDOWS = 128  # windows a bundle keeps for the precision check

@@ -42,8 +42,8 @@ def backtest_models(config: Config, models: list[tuple[str, str, Config]], datam
         for name, kind, variant in models:
             log.info("backtest fold %d/%d: %s", fold_index, len(borders), name)
             checkpoints = state_dir(config.tracking) / "checkpoints" / "backtest" / name / str(fold_index)
-            fitted = fit_model(variant, fold, kind, checkpoints, label=f"{name} fold {fold_index}")
-            metrics = score(forecast_windows(fitted.predictor, fold.test_dataloader()), fold)
+            model = fit_model(variant, fold, kind, checkpoints, label=f"{name} fold {fold_index}")
+            metrics = score(forecast_windows(model.predictor, fold.test_dataloader()), fold)
             rows.append({"model": name, "fold": fold_index, **metrics})
     folds = pd.DataFrame(rows)
     summary = folds.drop(columns="fold").groupby("model", sort=False).mean().add_prefix("backtest_").reset_index()

@@ -168,8 +168,8 @@ def _train_candidates(config: Config, ordered, finished, budget: Budget, datamod
             trained[index] = reuse(finished[name], name, kind, variant, datamodule)
             continue
         log.info("[%d/%d] %s%s", index, len(ordered), name, " (trained by a worker)" if name in workers else "")
-        with workers.nested_run(name) as fitted:
-            result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name, fitted=fitted)
+        with workers.nested_run(name) as model:
+            result = train_in_run(variant, datamodule, kind=kind, checkpoint_name=name, model=model)
         result.name = name
         trained[index] = result
         log.info("  validation %s = %.4f (%.1f s)", config.compare.metric,
@@ -249,16 +249,14 @@ def _train_ensemble(config: Config, datamodule, ensemble, members: list[TrainRes
     """Save, log and score a built ensemble in a nested run `name`, as `train_in_run` does any model."""
     import mlflow
 
-    from forecaster.forecasting import Predictor
-    from forecaster.training.fit import FittedModel
+    from forecaster.bundle import ModelBundle, TrainingRecord
 
-    fitted = FittedModel(kind="ensemble", predictor=Predictor(config.model, baseline=ensemble), network=None,
-                         baseline=ensemble, n_params=ensemble.n_params,
-                         train_seconds=sum(member.train_seconds for member in members))
+    training = TrainingRecord(n_params=ensemble.n_params, train_seconds=sum(member.train_seconds for member in members))
+    model = ModelBundle.trained(config, datamodule, "ensemble", baseline=ensemble, training=training)
     with tracked_run(run_name=name, nested=True):
         mlflow.set_tags({"forecaster.member_runs": ",".join(member.run_id for member in members), **(tags or {})})
         mlflow.log_dict(record, "ensemble.json")
-        result = train_in_run(config, datamodule, kind="ensemble", checkpoint_name=name, fitted=fitted)
+        result = train_in_run(config, datamodule, kind="ensemble", checkpoint_name=name, model=model)
     result.name = name
     return result
 
@@ -345,8 +343,8 @@ def _refit_one(variant: Config, kind: str, everything, selected: TrainResult,
     log.info("refit: %s on every row (%d rows)%s%s", selected.name, int(everything.panel.lengths.sum()),
              f", {variant.train.max_epochs} epoch(s)" if kind == "network" else "",
              " (trained by a worker)" if name in workers else "")
-    with workers.nested_run(name, tags={"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"}) as fitted:
-        refit = train_in_run(variant, everything, kind=kind, checkpoint_name=name, fitted=fitted)
+    with workers.nested_run(name, tags={"forecaster.refit_of": selected.run_id, "forecaster.role": "refit"}) as model:
+        refit = train_in_run(variant, everything, kind=kind, checkpoint_name=name, model=model)
     refit.name = selected.name
     _link_refit(selected, refit)
     return refit

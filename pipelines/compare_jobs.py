@@ -100,7 +100,7 @@ class Workers:
     @contextmanager
     def nested_run(self, name: str, tags: dict[str, str] | None = None) -> Iterator:
         """The nested run of candidate `name` (the one `submit` opened, when a worker trains it) with `tags` set,
-        and in it the `FittedModel` its worker fitted (`take`), or None: train it here."""
+        and in it the model its worker trained (`take`), or None: train it here."""
         import mlflow
 
         from forecaster.tracking import tracked_run
@@ -111,15 +111,13 @@ class Workers:
             yield self.take(name) if name in self.pending else None
 
     def take(self, name: str):
-        """The `FittedModel` worker-trained for `name` (waiting for it), its epochs logged into its run; a
+        """The model (`ModelBundle`) worker-trained for `name` (waiting for it), its epochs logged into its run; a
         worker's error is raised here, a worker that died is named."""
         from concurrent.futures.process import BrokenProcessPool
 
-        from forecaster.bundle import ModelBundle
+        from forecaster.bundle import ModelBundle, TrainingRecord
         from forecaster.errors import TrainingError
-        from forecaster.forecasting import Predictor
         from forecaster.training.callbacks import log_kept_epochs
-        from forecaster.training.fit import FittedModel
 
         future, run_id, folder = self.pending[name]  # pending until its result is in: a signal may come first
         try:
@@ -133,9 +131,9 @@ class Workers:
                                 f"--resume` to train it again (with compare.jobs lower if memory ran out)") from None
         del self.pending[name]
         log_kept_epochs(self.client, run_id, folder / UNLOGGED_METRICS)
-        bundle = ModelBundle.load(folder / "model")
-        return FittedModel(kind="network", predictor=Predictor.of(bundle), network=bundle.network, baseline=None,
-                           **stats)
+        model = ModelBundle.load(folder / "model")
+        model.training = TrainingRecord(**stats)
+        return model
 
     def close(self) -> None:
         if self.pool is None:
@@ -205,7 +203,6 @@ def _end_with_parent() -> None:
 
 def _fit(tree: dict, folder: str, label: str, run_id: str, everything: bool) -> dict:
     """Train one network into `folder` (checkpoints, `model/`, the epochs' metrics) and return how it went."""
-    from forecaster.bundle import ModelBundle
     from forecaster.config import build_config
     from forecaster.training.callbacks import EpochMlflowLogger
     from forecaster.training.fit import fit_network
@@ -217,9 +214,7 @@ def _fit(tree: dict, folder: str, label: str, run_id: str, everything: bool) -> 
             _DATA["everything"] = datamodule.for_every_row()
         datamodule = _DATA["everything"]
     path = Path(folder)
-    fitted = fit_network(config, datamodule, path, logger=EpochMlflowLogger(None, run_id, path / UNLOGGED_METRICS),
-                         label=label, run_id=run_id)
-    ModelBundle.from_fitted(config, datamodule, fitted).save(path / "model")
-    return {"n_params": fitted.n_params, "train_seconds": fitted.train_seconds, "best_epoch": fitted.best_epoch,
-            "best_val_loss": fitted.best_val_loss, "epochs_run": fitted.epochs_run,
-            "trainer_metrics": fitted.trainer_metrics}
+    model = fit_network(config, datamodule, path, logger=EpochMlflowLogger(None, run_id, path / UNLOGGED_METRICS),
+                        label=label, run_id=run_id)
+    model.save(path / "model")
+    return model.training.to_dict()

@@ -66,7 +66,6 @@ def reuse(run, name: str, kind: str, variant: Config, datamodule) -> TrainResult
     """The `TrainResult` of a candidate an interrupted comparison finished, from its run and saved model."""
     from forecaster.bundle import ModelBundle
     from forecaster.evaluation import forecast_windows
-    from forecaster.forecasting import Predictor
 
     model_dir = checkpoint_dir(variant, name) / run.info.run_id / "model"
     bundle = ModelBundle.load(model_dir)
@@ -80,5 +79,5 @@ def reuse(run, name: str, kind: str, variant: Config, datamodule) -> TrainResult
         n_params=int(metrics.get("params", 0)), train_seconds=float(metrics.get("train_seconds", 0.0)),
         best_epoch=None if best_epoch is None else int(best_epoch), model_dir=str(model_dir),
         trained_range=bundle.trained_range, epochs_run=int(metrics.get("epochs_run", 0)),
-        val_forecasts=forecast_windows(Predictor.of(bundle), datamodule.val_dataloader()),
+        val_forecasts=forecast_windows(bundle.predictor, datamodule.val_dataloader()),
     )

@@ -14,11 +14,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forecaster.config import Config, dump_config
 from forecaster.errors import ModelError
 from forecaster.tracking import file_fingerprint, redact, setup_tracking, state_dir, tracked_run, tracking_uri
+
+if TYPE_CHECKING:
+    from forecaster.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +117,13 @@ def log_data_record(config: Config, datamodule) -> None:
 
 
 def train_in_run(config: Config, datamodule, kind: str = "network", resume_from: Path | None = None,
-                 checkpoint_name: str | None = None, fitted=None) -> TrainResult:
+                 checkpoint_name: str | None = None, model: ModelBundle | None = None) -> TrainResult:
     """Fit one model, save it, log it into the MLflow run that is active now, and score it on the validation and
     test splits (an empty split has no metrics). `resume_from`: the folder of the interrupted training to continue
-    (`training.fit.latest_resumable`). `fitted`: a model built already (an ensemble of trained members,
-    `training.fit.FittedModel`), which is then saved, logged and scored the same way."""
+    (`training.fit.latest_resumable`). `model`: a model trained already (an ensemble of trained members, a network
+    a compare worker trained), with its `TrainingRecord`, which is then saved, logged and scored the same way."""
     import mlflow
 
-    from forecaster.bundle import ModelBundle
     from forecaster.evaluation import forecast_windows, score
     from forecaster.serving.log import log_bundle
     from forecaster.training.callbacks import EpochMlflowLogger
@@ -133,44 +135,44 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
     mlflow.set_tags({"forecaster.model": name, "forecaster.kind": kind,
                      **({"forecaster.cell": config.model.cell, "forecaster.strategy": config.model.strategy}
                         if kind == "network" else {}),
-                     **({"forecaster.members": ",".join(fitted.baseline.names),
-                         "forecaster.combine": fitted.baseline.combine} if kind == "ensemble" else {})})
+                     **({"forecaster.members": ",".join(model.baseline.names),
+                         "forecaster.combine": model.baseline.combine} if kind == "ensemble" else {})})
     mlflow.log_text(redact(dump_config(config)), "config.yaml")
     log_data_record(config, datamodule)
 
     ckpt_dir = resume_from or checkpoint_dir(config, checkpoint_name or name) / run.info.run_id
     prune_trainings(ckpt_dir.parent, keep=KEPT_TRAININGS, current=ckpt_dir)
     logger = EpochMlflowLogger(tracking_uri(config.tracking), run.info.run_id, ckpt_dir / UNLOGGED_METRICS)
-    if fitted is None:
-        fitted = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume_from is not None,
-                           label=checkpoint_name or name, run_id=run.info.run_id)
-    bundle = ModelBundle.from_fitted(config, datamodule, fitted)
+    if model is None:
+        model = fit_model(config, datamodule, kind, ckpt_dir, logger=logger, resume=resume_from is not None,
+                          label=checkpoint_name or name, run_id=run.info.run_id)
+    record = model.training
     model_dir = ckpt_dir / "model"
-    bundle.save(model_dir)  # first: an error in what follows cannot lose the trained model
+    model.save(model_dir)  # first: an error in what follows cannot lose the trained model
     try:
-        val_forecasts = forecast_windows(fitted.predictor, datamodule.val_dataloader())
-        bundle.calibration = calibrate(config, fitted.predictor, val_forecasts, name)
-        if bundle.calibration is not None:
-            bundle.save(model_dir)
-            mlflow.log_dict(bundle.calibration.to_dict(), "calibration.json")
-        model_uri = log_bundle(bundle, example=bundle.example_history(datamodule))
+        val_forecasts = forecast_windows(model.predictor, datamodule.val_dataloader())
+        model.calibration = calibrate(config, model, val_forecasts, name)
+        if model.calibration is not None:
+            model.save(model_dir)
+            mlflow.log_dict(model.calibration.to_dict(), "calibration.json")
+        model_uri = log_bundle(model, example=model.example_history(datamodule))
         mlflow.set_tag(MODEL_URI_TAG, model_uri)  # what `compare --resume` reuses
-        mlflow.set_tags({"forecaster.trained_until": bundle.trained_range["last"],
-                         "forecaster.trained_rows": bundle.trained_range["rows"]})
-        mlflow.log_metrics({"params": fitted.n_params, "train_seconds": fitted.train_seconds,
-                            "epochs_run": fitted.epochs_run})
-        if fitted.best_epoch is not None:
-            mlflow.log_metric("best_epoch", fitted.best_epoch)
+        mlflow.set_tags({"forecaster.trained_until": model.trained_range["last"],
+                         "forecaster.trained_rows": model.trained_range["rows"]})
+        mlflow.log_metrics({"params": record.n_params, "train_seconds": record.train_seconds,
+                            "epochs_run": record.epochs_run})
+        if record.best_epoch is not None:
+            mlflow.log_metric("best_epoch", record.best_epoch)
         val_metrics = score(val_forecasts, datamodule)  # no interval metrics: the intervals were fitted here
         mlflow.log_metrics({f"validation/{key}": value for key, value in val_metrics.items()})
-        forecasts = forecast_windows(fitted.predictor, datamodule.test_dataloader())
-        metrics = score(forecasts, datamodule, bundle.calibration)
+        forecasts = forecast_windows(model.predictor, datamodule.test_dataloader())
+        metrics = score(forecasts, datamodule, model.calibration)
         mlflow.log_metrics({f"test/{key}": value for key, value in metrics.items()})
         if forecasts is None and val_forecasts is not None:
             log.info("%s: the test split is empty (split.test_size / test_fraction 0): no test metrics", name)
         if forecasts is not None or val_forecasts is not None:
             _log_figures(forecasts or val_forecasts, datamodule, name, "test" if forecasts is not None else "validation",
-                         bundle.calibration)
+                         model.calibration)
     except Exception as exc:
         unlogged = (f" The per-epoch metrics the tracking store did not take are in {logger.fallback}."
                     if logger.unlogged else "")
@@ -181,13 +183,13 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
         ) from exc
     return TrainResult(
         name=name, kind=kind, metrics=metrics, run_id=run.info.run_id, model_uri=model_uri,
-        n_params=fitted.n_params, train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch,
-        val_metrics=val_metrics, model_dir=str(model_dir), trained_range=bundle.trained_range,
-        epochs_run=fitted.epochs_run, val_forecasts=val_forecasts,
+        n_params=record.n_params, train_seconds=record.train_seconds, best_epoch=record.best_epoch,
+        val_metrics=val_metrics, model_dir=str(model_dir), trained_range=model.trained_range,
+        epochs_run=record.epochs_run, val_forecasts=val_forecasts,
     )
 
 
-def calibrate(config: Config, predictor, val_forecasts, name: str):
+def calibrate(config: Config, model: ModelBundle, val_forecasts, name: str):
     """The prediction intervals' calibration (`forecaster.calibration`), fitted on the validation windows only.
 
     Without validation windows (a refit on every row) a refit run reuses its selection run's calibration (the run
@@ -200,7 +202,7 @@ def calibrate(config: Config, predictor, val_forecasts, name: str):
         log.info("%s: no validation rows; intervals reuse the calibration of %s", name, inherited.fitted_on)
         return inherited
     outputs, actual = (val_forecasts.outputs, val_forecasts.actual) if val_forecasts is not None else (None, None)
-    calibration = fit_calibration(outputs, actual, predictor.quantiles, predictor.point_index,
+    calibration = fit_calibration(outputs, actual, model.quantiles, model.point_index,
                                   config.predict.levels, config.predict.calibrate)
     if calibration is None:
         log.warning("%s: no validation rows to calibrate prediction intervals on; its forecasts have no "
@@ -248,9 +250,9 @@ def run(config: Config, resume: bool = False, kind: str = "network") -> TrainRes
     rank = global_rank(devices)
     if rank != 0:  # it joins rank zero's fit; rank zero alone writes the checkpoints
         folder = resume_from or checkpoint_dir(config, name) / f"rank-{rank}"
-        fitted = fit_model(config, prepare_data(config), kind, folder, resume=resume)
-        return TrainResult(name=name, kind=kind, metrics={}, run_id="", model_uri=None, n_params=fitted.n_params,
-                           train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch, rank=rank)
+        record = fit_model(config, prepare_data(config), kind, folder, resume=resume).training
+        return TrainResult(name=name, kind=kind, metrics={}, run_id="", model_uri=None, n_params=record.n_params,
+                           train_seconds=record.train_seconds, best_epoch=record.best_epoch, rank=rank)
     setup_tracking(config.tracking)
     datamodule = prepare_data(config)
     with tracked_run(run_id=run_id, run_name=None if run_id else name):

@@ -124,12 +124,13 @@ def objective(config: Config, panel, space, deadline: float | None = None):
         datamodule.setup()
         pruning = search.PruneOnValidation(trial, monitor, deadline)
         with tempfile.TemporaryDirectory(prefix="forecaster-tune-") as folder:
-            fitted = fit_network(trial_config, datamodule, Path(folder), extra_callbacks=[pruning],
-                                 label=f"trial {trial.number}")
-        metrics = score(forecast_windows(fitted.predictor, datamodule.val_dataloader()), datamodule)
+            model = fit_network(trial_config, datamodule, Path(folder), extra_callbacks=[pruning],
+                                label=f"trial {trial.number}")
+        metrics = score(forecast_windows(model.predictor, datamodule.val_dataloader()), datamodule)
         trial.set_user_attr("validation", metrics)
-        trial.set_user_attr("fit", {"epochs_run": fitted.epochs_run, "best_epoch": fitted.best_epoch,
-                                    "train_seconds": fitted.train_seconds, "params": fitted.n_params})
+        record = model.training
+        trial.set_user_attr("fit", {"epochs_run": record.epochs_run, "best_epoch": record.best_epoch,
+                                    "train_seconds": record.train_seconds, "params": record.n_params})
         value = metrics[config.tune.metric]
         if not math.isfinite(value):
             raise TrainingError(f"trial {trial.number}: validation {config.tune.metric} is {value}")

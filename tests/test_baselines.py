@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from forecaster.errors import ConfigError
-from forecaster.models.baselines import baseline_from_dict, make_baseline
+from forecaster.models.catalog import baseline_from_dict, make_baseline
 
 
 def hand_batch(horizon=6):
@@ -83,7 +83,7 @@ def test_unknown_baseline_names_the_choices():
 
 def test_every_registered_baseline_is_built_from_the_settings_it_reads_and_the_config_lists_the_registry():
     from forecaster.config import BASELINES
-    from forecaster.models.baselines import baseline_classes
+    from forecaster.models.catalog import baseline_classes
 
     assert list(BASELINES) == list(baseline_classes())
     built = {name: make_baseline(name, season_length=3, alpha=0.5, seasonalities=[3, 6]) for name in BASELINES}

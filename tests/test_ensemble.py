@@ -13,7 +13,7 @@ import torch
 from forecaster.bundle import ModelBundle
 from forecaster.config import build_config
 from forecaster.errors import ConfigError, ModelError
-from forecaster.models.baselines import make_baseline
+from forecaster.models.catalog import make_baseline
 from forecaster.models.ensemble import Ensemble, choose_ensemble, combine_forecasts
 
 LOOKBACK = HORIZON = 6

@@ -17,7 +17,6 @@ from forecaster.bundle import ModelBundle
 from forecaster.config import dump_config
 from forecaster.errors import DataError
 from forecaster.evaluation import forecast_windows
-from forecaster.forecasting import Predictor
 from forecaster_pipelines import train
 
 H = 12
@@ -65,7 +64,7 @@ def test_the_one_table_forecast_is_the_window_the_model_was_scored_on(trained):
     temperature forecast, equals what evaluation computed for that window from the training data itself."""
     config, frame, bundle, _ = trained
     datamodule = train.prepare_data(config)
-    scored = forecast_windows(Predictor.of(bundle), datamodule.test_dataloader())
+    scored = forecast_windows(bundle.predictor, datamodule.test_dataloader())
     rows = len(frame) // 2
     result = bundle.predict(with_future_rows(frame, rows - H), precision="32")  # evaluation computes in fp32
     for index, site in enumerate(datamodule.panel.series_ids):

@@ -16,7 +16,7 @@ from model_store import DEMO_CSV, demo_config
 from forecaster.bundle import ModelBundle
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, ModelError
-from forecaster.forecasting import Predictor, forecast
+from forecaster.forecasting import forecast
 from forecaster.inference import EXAMPLE_WINDOWS, choose_precision, inference_batch_size, window_bytes
 from forecaster_pipelines import predict, train
 
@@ -92,7 +92,7 @@ def test_auto_takes_bfloat16_only_on_a_machine_that_computes_it_natively(trained
     import forecaster.inference as inference
 
     bundle = fresh(trained)
-    predictor = Predictor.of(bundle)
+    predictor = bundle.predictor
     monkeypatch.setattr(inference, "native_bf16", lambda: False)
     emulated = choose_precision(predictor, bundle.examples, "auto", tolerance=1.0)
     assert emulated.precision == "32" and "native" in emulated.reason

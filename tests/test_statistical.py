@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("statsforecast", reason="the statistical model types need statsforecast")
 
-from forecaster.models.baselines import baseline_from_dict, make_baseline  # noqa: E402
+from forecaster.models.catalog import baseline_from_dict, make_baseline  # noqa: E402
 
 HORIZON, LOOKBACK = 24, 96
 

@@ -77,7 +77,7 @@ def test_the_same_setup_stays_finite_with_clipping_and_reports_clipped_steps(tmp
     datamodule = prepare_data(config)
     datamodule.scaler.scale_[:] = 1e-3
     fitted = fit_network(config, datamodule, tmp_path / "ckpt")
-    metrics = fitted.trainer_metrics
+    metrics = fitted.training.trainer_metrics
     assert np.isfinite(metrics["train/loss"])
     assert metrics["train/clipped_share"] > 0.5  # nearly every step needed clipping
     assert metrics["train/grad_norm"] > 1.0  # measured before clipping, not after
@@ -88,8 +88,8 @@ def test_gradient_norm_and_learning_rate_are_logged_every_epoch(tmp_path):
     config = sine_config(tmp_path, **{"train.max_epochs": 2})
     fitted = fit_network(config, prepare_data(config), tmp_path / "ckpt")
     for key in ("train/grad_norm", "train/grad_norm_max", "train/clipped_share", "train/lr", "val/loss", "val/mae"):
-        assert key in fitted.trainer_metrics, key
-    assert 0.0 <= fitted.trainer_metrics["train/clipped_share"] <= 1.0
+        assert key in fitted.training.trainer_metrics, key
+    assert 0.0 <= fitted.training.trainer_metrics["train/clipped_share"] <= 1.0
 
 
 def test_the_epoch_training_loss_is_the_window_weighted_mean_of_its_steps(tmp_path):
@@ -109,8 +109,8 @@ def test_the_epoch_training_loss_is_the_window_weighted_mean_of_its_steps(tmp_pa
     fitted = fit_network(config, prepare_data(config), tmp_path / "ckpt", extra_callbacks=[steps])
     assert len(set(steps.sizes)) == 2  # a full batch size and a shorter last batch
     expected = np.average(steps.losses, weights=steps.sizes)
-    assert fitted.trainer_metrics["train/loss"] == pytest.approx(expected, rel=1e-6)
-    assert fitted.trainer_metrics["train/loss"] != pytest.approx(np.mean(steps.losses), rel=1e-6)
+    assert fitted.training.trainer_metrics["train/loss"] == pytest.approx(expected, rel=1e-6)
+    assert fitted.training.trainer_metrics["train/loss"] != pytest.approx(np.mean(steps.losses), rel=1e-6)
 
 
 def test_best_weights_are_restored_after_training(tmp_path):
@@ -119,7 +119,7 @@ def test_best_weights_are_restored_after_training(tmp_path):
     fitted = fit_network(config, datamodule, tmp_path / "ckpt")
     val = score(forecast_windows(fitted.predictor, datamodule.val_dataloader()), datamodule)["mse"]
     # The best epoch's validation loss (MSE here) is what the restored weights score, not the last epoch's.
-    assert val == pytest.approx(fitted.best_val_loss, rel=1e-4)
+    assert val == pytest.approx(fitted.training.best_val_loss, rel=1e-4)
 
 
 def test_training_is_reproducible_with_a_seed(tmp_path):
@@ -136,7 +136,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
     longer = config.with_overrides({"train.max_epochs": 3})
     resumed = fit_network(longer, prepare_data(longer), tmp_path / "ckpt", resume=True)
-    assert resumed.epochs_run == 3
+    assert resumed.training.epochs_run == 3
     with pytest.raises(TrainingError, match="no checkpoint"):
         fit_network(longer, prepare_data(longer), tmp_path / "elsewhere", resume=True)
 
@@ -202,7 +202,7 @@ def test_resume_after_the_last_epoch_restores_the_best_weights_from_disk(tmp_pat
     config = sine_config(tmp_path, **{"train.max_epochs": 2})
     first = fit_network(config, prepare_data(config), tmp_path / "ckpt")
     again = fit_network(config, prepare_data(config), tmp_path / "ckpt", resume=True)  # no epoch left to run
-    assert again.best_epoch == first.best_epoch
+    assert again.training.best_epoch == first.training.best_epoch
     for p, q in zip(first.network.parameters(), again.network.parameters(), strict=True):
         assert torch.equal(p, q)
 
@@ -224,7 +224,8 @@ def test_training_without_validation_rows_keeps_the_last_epoch(tmp_path):
     lengths = datamodule.panel.lengths
     everything = datamodule.for_borders(Borders(lengths, lengths, lengths))
     fitted = fit_network(config, everything, tmp_path / "ckpt")
-    assert fitted.epochs_run == 2 and fitted.best_epoch is None and fitted.best_val_loss is None
+    record = fitted.training
+    assert record.epochs_run == 2 and record.best_epoch is None and record.best_val_loss is None
 
 
 def test_a_checkpoint_that_does_not_say_which_training_wrote_it_is_not_resumed(tmp_path):
@@ -262,7 +263,8 @@ def test_an_interrupted_epoch_loses_only_itself_and_the_resume_equals_an_uninter
     checkpoint = torch.load(tmp_path / "cut" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 1  # epochs 0 and 1 finished; epoch 2 was lost
     resumed = fit_network(config, prepare_data(config), tmp_path / "cut", resume=True)
-    assert (resumed.epochs_run, resumed.best_epoch) == (whole.epochs_run, whole.best_epoch)
+    assert (resumed.training.epochs_run, resumed.training.best_epoch) == (whole.training.epochs_run,
+                                                                      whole.training.best_epoch)
     for p, q in zip(whole.network.parameters(), resumed.network.parameters(), strict=True):
         assert torch.equal(p, q)
 
@@ -297,3 +299,31 @@ def test_only_the_newest_training_folders_of_a_model_are_kept(tmp_path):
     current = tmp_path / f"{99:032x}"
     prune_trainings(tmp_path, keep=3, current=current)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([folders[5].name, folders[6].name, "rank-1"])
+
+
+def test_training_returns_the_trained_model_whole(tmp_path):
+    """One trained-model type: what `fit_*` return is the `ModelBundle` that is saved and forecast with, with how
+    its training went; saved and loaded, it forecasts the same windows the same."""
+    from forecaster.bundle import ModelBundle
+
+    config = sine_config(tmp_path, **{"train.max_epochs": 2, "model.loss": "quantile",
+                                      "model.quantiles": [0.1, 0.5, 0.9]})
+    datamodule = prepare_data(config)
+    network, naive = fit_network(config, datamodule, tmp_path / "ckpt"), fit_baseline("naive", config, datamodule)
+    assert isinstance(network, ModelBundle) and isinstance(naive, ModelBundle)
+    assert network.kind == "network" and naive.kind == "naive"
+    assert network.training.epochs_run == 2 and network.training.n_params == sum(
+        p.numel() for p in network.network.parameters())
+    assert naive.training.n_params == 0 and naive.training.best_epoch is None
+    assert network.quantiles == [0.1, 0.5, 0.9] and network.point_index == 1  # the median is the point forecast
+    assert naive.quantiles is None and naive.point_index == 0
+    assert network.dims == datamodule.dims and network.scaler_state == datamodule.scaler.to_dict()
+    for model in (network, naive):
+        model.save(tmp_path / model.kind)
+        loaded = ModelBundle.load(tmp_path / model.kind)
+        assert loaded.training is None  # how the training went is logged with its run, not kept in the files
+        before = forecast_windows(model.predictor, datamodule.test_dataloader())
+        after = forecast_windows(loaded.predictor, datamodule.test_dataloader())
+        np.testing.assert_array_equal(before.outputs, after.outputs)
+        np.testing.assert_array_equal(before.pred, before.outputs[..., model.point_index])
+

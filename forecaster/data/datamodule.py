@@ -61,6 +61,12 @@ class ForecastDataModule(pl.LightningDataModule):
         self.season_length = config.model.season_length or season_length(panel.freq)
         self.train_dataset, self.val_dataset, self.test_dataset = datasets["train"], datasets["val"], datasets["test"]
 
+    @property
+    def dims(self) -> dict[str, int]:
+        """The data's widths, which a network is built for (`models.network.network_from_dims`)."""
+        return {"n_targets": self.n_targets, "n_past_features": self.n_past_features,
+                "n_future_features": self.n_future_features}
+
     def training_targets(self) -> list:
         """Per series, its training rows of the target columns on the scaled axis: [n_i, T] float32 each."""
         self.setup()

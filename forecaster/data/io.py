@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from forecaster.config import DataConfig
 from forecaster.errors import DataError
+
+if TYPE_CHECKING:
+    from forecaster.config import DataConfig
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")

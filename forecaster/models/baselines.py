@@ -223,32 +223,3 @@ def _float64(x: torch.Tensor | np.ndarray) -> np.ndarray:
 BASELINE_CLASSES: dict[str, type[Baseline]] = {
     baseline.name: baseline for baseline in (NaiveForecaster, SeasonalNaiveForecaster, LinearLagForecaster)
 }
-
-
-def baseline_classes() -> dict[str, type[Baseline]]:
-    """The registry of every model type that is not a network, by name: these three, then the statistical models
-    (`models.statistical.STATISTICAL_CLASSES`). A new one is a `Baseline` subclass with a `name` in one of the two
-    (and in `config.BASELINES`, which loads without torch; a test keeps them equal)."""
-    from forecaster.models.statistical import STATISTICAL_CLASSES  # it builds on `Baseline`: imported when asked
-
-    return {**BASELINE_CLASSES, **STATISTICAL_CLASSES}
-
-
-def make_baseline(name: str, *, season_length: int | None = None, alpha: float = 1.0, n_targets: int | None = None,
-                  lookback: int | None = None, horizon: int | None = None,
-                  seasonalities: list[int] | None = None) -> Baseline:
-    """A baseline by name; `season_length` is read by seasonal_naive and the statistical models, `alpha` (ridge
-    penalty) by linear, `seasonalities` (every seasonal period of the data) by mstl."""
-    classes = baseline_classes()
-    if name not in classes:
-        raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(classes)}")
-    settings = BaselineSettings(season_length, alpha, seasonalities)
-    return classes[name].from_settings(settings, n_targets=n_targets, lookback=lookback, horizon=horizon)
-
-
-def baseline_from_dict(state: dict[str, Any]) -> Baseline:
-    """Inverse of `Baseline.to_dict`."""
-    classes = baseline_classes()
-    if state.get("name") not in classes:
-        raise ModelError(f"saved baseline state names {state.get('name')!r}, not one of {', '.join(classes)}")
-    return classes[state["name"]].from_dict(state)

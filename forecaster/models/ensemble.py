@@ -67,12 +67,9 @@ class Ensemble(Baseline):
 
     def predict(self, x_past: torch.Tensor, x_future: torch.Tensor, series=None) -> torch.Tensor:
         """[B, L, F], [B, H, F_future] -> [B, H, T]: each member's point forecast, combined."""
-        from forecaster.forecasting import Predictor
-
         points = []
         for member in self.members:
-            predictor = Predictor.of(member)
-            points.append(predictor(x_past, x_future, series)[..., predictor.point_index].float().cpu().numpy())
+            points.append(member.predictor(x_past, x_future, series)[..., member.point_index].float().cpu().numpy())
         return torch.as_tensor(combine_forecasts(np.stack(points), self.combine), dtype=torch.float32)
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from forecaster.models.losses import point_index as find_point_index
 from forecaster.models.revin import RevIN
 
 if TYPE_CHECKING:
-    from forecaster.config import ModelConfig
+    from forecaster.config import Config, ModelConfig
 
 SEGMENT_LENGTH = 24  # the default segment, cut to the horizon when that is shorter
 # Weights saved before the encoder and decoder were parts of their own kept every layer on the network itself:
@@ -231,6 +231,13 @@ class RecurrentForecaster(nn.Module):
             if tensor is not None and (tensor.dim() != 3 or list(tensor.shape[1:]) != expected[name]):
                 raise ModelError(f"{name}: this network expects [B, {', '.join(map(str, expected[name]))}], got "
                                  f"{list(tensor.shape)}; was it trained with another lookback, horizon or columns?")
+
+
+def network_from_dims(config: Config, dims: dict[str, int]) -> RecurrentForecaster:
+    """The network `config.model` describes, for data of the given widths (n_targets, n_past_features,
+    n_future_features: `ForecastDataModule.dims`)."""
+    return RecurrentForecaster.from_config(config.model, lookback=config.window.lookback,
+                                           horizon=config.window.horizon, **dims)
 
 
 def _draw(y: torch.Tensor | None, teacher_forcing: float) -> bool:

@@ -1,4 +1,5 @@
-"""Fit one model on a prepared data module: a recurrent network through a Lightning Trainer, or a baseline.
+"""Fit one model on a prepared data module, a recurrent network through a Lightning Trainer or a baseline, and
+return it as the trained model (`forecaster.bundle.ModelBundle`, with its `TrainingRecord`).
 
 `train.accelerator`, `devices`, `strategy`, `num_nodes` and `precision` go to the Trainer as they are, so
 Lightning's own strategies (`ddp` on CPUs with gloo, on GPUs with NCCL) train one model across processes and
@@ -13,33 +14,16 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
+from forecaster.bundle import ModelBundle, TrainingRecord
 from forecaster.config import BASELINES, Config
 from forecaster.errors import Interrupted, TrainingError
-from forecaster.forecasting import Predictor
+from forecaster.models.network import network_from_dims
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FittedModel:
-    """What training produced: the network or baseline, as the `forecasting.Predictor` that forecasts with it,
-    plus how it got there."""
-
-    kind: str  # "network" or a baseline name
-    predictor: Predictor
-    network: nn.Module | None
-    baseline: object | None
-    n_params: int
-    train_seconds: float
-    best_epoch: int | None = None
-    best_val_loss: float | None = None
-    epochs_run: int = 0
-    trainer_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def global_rank(devices_per_node: int = 1) -> int:
@@ -55,20 +39,6 @@ def global_rank(devices_per_node: int = 1) -> int:
     if "LOCAL_RANK" not in env and "SLURM_PROCID" in env:
         return int(env["SLURM_PROCID"])
     return int(env.get("NODE_RANK", 0)) * devices_per_node + int(env.get("LOCAL_RANK", 0))
-
-
-def network_from_dims(config: Config, dims: dict[str, int]) -> nn.Module:
-    """The network `config.model` describes, for data of the given widths (n_targets, n_past_features, ...)."""
-    from forecaster.models.network import RecurrentForecaster
-
-    return RecurrentForecaster.from_config(
-        config.model, lookback=config.window.lookback, horizon=config.window.horizon, **dims
-    )
-
-
-def data_dims(datamodule) -> dict[str, int]:
-    return {"n_targets": datamodule.n_targets, "n_past_features": datamodule.n_past_features,
-            "n_future_features": datamodule.n_future_features}
 
 
 def build_module(config: Config, network: nn.Module, monitor: str = "val/loss", step_loss: bool = False):
@@ -90,23 +60,24 @@ def build_module(config: Config, network: nn.Module, monitor: str = "val/loss", 
     )
 
 
-def fit_baseline(name: str, config: Config, datamodule) -> FittedModel:
+def fit_baseline(name: str, config: Config, datamodule) -> ModelBundle:
+    """Fit the baseline or statistical model `name` on the training rows of `datamodule`."""
     from forecaster.data.frequency import seasonalities
-    from forecaster.models.baselines import make_baseline
+    from forecaster.models.catalog import make_baseline
 
     started = time.perf_counter()
     baseline = make_baseline(name, season_length=datamodule.season_length, lookback=config.window.lookback,
                              horizon=config.window.horizon, n_targets=datamodule.n_targets,
                              seasonalities=seasonalities(datamodule.panel.freq, datamodule.season_length))
     baseline.fit_data(datamodule)
-    return FittedModel(kind=name, predictor=Predictor(config.model, baseline=baseline), network=None,
-                       baseline=baseline, n_params=baseline.n_params, train_seconds=time.perf_counter() - started)
+    record = TrainingRecord(n_params=baseline.n_params, train_seconds=time.perf_counter() - started)
+    return ModelBundle.trained(config, datamodule, name, baseline=baseline, training=record)
 
 
 def fit_network(
     config: Config, datamodule, checkpoint_dir: Path, logger=None, resume: bool = False, extra_callbacks=(),
     label: str = "", run_id: str | None = None,
-) -> FittedModel:
+) -> ModelBundle:
     """Train the network `config.model` describes, writing `checkpoint_dir/last.ckpt` at every epoch end; with
     `resume`, continue from that checkpoint (refused when another training wrote it). `label` names the training in
     the per-epoch log lines; `run_id`, its MLflow run, is recorded in the checkpoint."""
@@ -131,7 +102,7 @@ def fit_network(
         checkpoint.path.unlink(missing_ok=True)  # a new training never continues an older one's file
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
     validate = len(datamodule.val_dataset) > 0  # none when refitting on every row: the last epoch's weights are kept
-    network = network_from_dims(config, data_dims(datamodule))
+    network = network_from_dims(config, datamodule.dims)
     bar = config.train.progress and sys.stderr.isatty()  # a bar on a terminal, one line per epoch in a log
     module = build_module(config, network, monitor="val/loss" if validate else "train/loss", step_loss=bar)
     best = BestWeights()
@@ -181,11 +152,8 @@ def fit_network(
         if best.best_state is None:
             raise TrainingError("training ended before one validation pass; raise train.max_epochs or check the split")
         module.load_state_dict(best.best_state)  # also after a resume whose later epochs did not improve
-    return FittedModel(
-        kind="network",
-        predictor=Predictor(config.model, network=network),
-        network=network,
-        baseline=None,
+    network.eval()
+    record = TrainingRecord(
         n_params=sum(p.numel() for p in network.parameters()),
         train_seconds=seconds,
         best_epoch=best.best_epoch,
@@ -193,6 +161,7 @@ def fit_network(
         epochs_run=trainer.current_epoch,
         trainer_metrics={key: float(value) for key, value in trainer.callback_metrics.items()},
     )
+    return ModelBundle.trained(config, datamodule, "network", network=network, training=record)
 
 
 # What a training learns from; other sections (tracking, predict, monitor, ...) may change between runs.
@@ -258,7 +227,9 @@ def config_differences(before: dict, now: dict) -> str:
 
 
 def fit_model(config: Config, datamodule, kind: str, checkpoint_dir: Path, logger=None, resume=False,
-              label: str = "", run_id: str | None = None) -> FittedModel:
+              label: str = "", run_id: str | None = None) -> ModelBundle:
+    """The model `kind` names (a baseline name, or "network") trained on `datamodule`: see `fit_baseline` and
+    `fit_network`."""
     if kind in BASELINES:
         return fit_baseline(kind, config, datamodule)
     return fit_network(config, datamodule, checkpoint_dir, logger=logger, resume=resume, label=label, run_id=run_id)
