@@ -141,7 +141,7 @@ register(Metric("wape", "sum of absolute errors over the sum of absolute actuals
                 lambda w: wape(w.pred, w.actual), points=lambda f, y, s, s2: wape(f, y), monitored_as="wape"))
 
 
-def evaluate(windows: Windows) -> dict[str, float]:
+def score_windows(windows: Windows) -> dict[str, float]:
     """Every registered metric of `windows`."""
     return {name: metric.windows(windows) for name, metric in METRICS.items()}
 

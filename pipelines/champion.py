@@ -168,7 +168,7 @@ def _forecast(bundle, datamodule, origins: list[dict[int, int]], lookback: int, 
 def _score(datamodule, origins: list[dict[int, int]], horizon: int, forecasts: list[list[np.ndarray]],
            metric: str) -> tuple[float, float]:
     """(champion, challenger) on `metric`; the actuals and scales come from the panel."""
-    from forecaster.metrics import Windows, evaluate, naive_scale
+    from forecaster.metrics import Windows, naive_scale, score_windows
 
     panel, n_targets = datamodule.panel, datamodule.n_targets
     first_origin = {i: min(cut[i] for cut in origins if i in cut) for cut in origins for i in cut}
@@ -187,7 +187,7 @@ def _score(datamodule, origins: list[dict[int, int]], horizon: int, forecasts: l
     scores = []
     for per_cut in forecasts:
         pred = np.concatenate(per_cut)  # [N, H, T]
-        metrics = evaluate(Windows((pred - mean) / std, (actual - mean) / std, pred, actual, scale, scale_sq))
+        metrics = score_windows(Windows((pred - mean) / std, (actual - mean) / std, pred, actual, scale, scale_sq))
         scores.append(float(metrics[metric]))
     return scores[0], scores[1]
 

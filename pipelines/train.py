@@ -124,7 +124,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
     a compare worker trained), with its `TrainingRecord`, which is then saved, logged and scored the same way."""
     import mlflow
 
-    from forecaster.evaluation import forecast_windows, score
+    from forecaster.evaluation import evaluate
     from forecaster.serving.log import log_bundle
     from forecaster.training.callbacks import EpochMlflowLogger
     from forecaster.training.fit import fit_model
@@ -150,10 +150,13 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
     model_dir = ckpt_dir / "model"
     model.save(model_dir)  # first: an error in what follows cannot lose the trained model
     try:
-        val_forecasts = forecast_windows(model.predictor, datamodule.val_dataloader())
-        model.calibration = calibrate(config, model, val_forecasts, name)
+        inherited = _selection_calibration() if len(datamodule.val_dataset) == 0 else None
+        report = evaluate(model, datamodule.evaluation_data(), levels=config.predict.levels,
+                          calibrate=config.predict.calibrate, calibration=inherited)
+        model.calibration = report.calibration
+        _say_calibration(report, inherited, name)
         if model.calibration is not None:
-            model.save(model_dir)
+            model.save(model_dir)  # the same model, now with its intervals
             mlflow.log_dict(model.calibration.to_dict(), "calibration.json")
         model_uri = log_bundle(model, example=model.example_history(datamodule))
         mlflow.set_tag(MODEL_URI_TAG, model_uri)  # what `compare --resume` reuses
@@ -163,16 +166,12 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
                             "epochs_run": record.epochs_run})
         if record.best_epoch is not None:
             mlflow.log_metric("best_epoch", record.best_epoch)
-        val_metrics = score(val_forecasts, datamodule)  # no interval metrics: the intervals were fitted here
-        mlflow.log_metrics({f"validation/{key}": value for key, value in val_metrics.items()})
-        forecasts = forecast_windows(model.predictor, datamodule.test_dataloader())
-        metrics = score(forecasts, datamodule, model.calibration)
-        mlflow.log_metrics({f"test/{key}": value for key, value in metrics.items()})
-        if forecasts is None and val_forecasts is not None:
+        mlflow.log_metrics({f"validation/{key}": value for key, value in report.val_metrics.items()})
+        mlflow.log_metrics({f"test/{key}": value for key, value in report.test_metrics.items()})
+        if report.test is None and report.val is not None:
             log.info("%s: the test split is empty (split.test_size / test_fraction 0): no test metrics", name)
-        if forecasts is not None or val_forecasts is not None:
-            _log_figures(forecasts or val_forecasts, datamodule, name, "test" if forecasts is not None else "validation",
-                         model.calibration)
+        if (shown := report.test or report.val) is not None:
+            _log_figures(shown, datamodule, name, "test" if report.test is not None else "validation")
     except Exception as exc:
         unlogged = (f" The per-epoch metrics the tracking store did not take are in {logger.fallback}."
                     if logger.unlogged else "")
@@ -182,38 +181,31 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
             f"--model {model_dir} --data YOUR_HISTORY.csv.{unlogged}"
         ) from exc
     return TrainResult(
-        name=name, kind=kind, metrics=metrics, run_id=run.info.run_id, model_uri=model_uri,
+        name=name, kind=kind, metrics=report.test_metrics, run_id=run.info.run_id, model_uri=model_uri,
         n_params=record.n_params, train_seconds=record.train_seconds, best_epoch=record.best_epoch,
-        val_metrics=val_metrics, model_dir=str(model_dir), trained_range=model.trained_range,
-        epochs_run=record.epochs_run, val_forecasts=val_forecasts,
+        val_metrics=report.val_metrics, model_dir=str(model_dir), trained_range=model.trained_range,
+        epochs_run=record.epochs_run, val_forecasts=report.val.forecasts if report.val is not None else None,
     )
 
 
-def calibrate(config: Config, model: ModelBundle, val_forecasts, name: str):
-    """The prediction intervals' calibration (`forecaster.calibration`), fitted on the validation windows only.
-
-    Without validation windows (a refit on every row) a refit run reuses its selection run's calibration (the run
-    named by the tag `forecaster.refit_of`): the margins are per-step quantiles of residuals divided by each
-    series' scale, and the refit's own scaler multiplies them back. Otherwise a quantile network keeps its own,
-    uncalibrated quantiles and any other model forecasts without intervals; both are logged."""
-    from forecaster.calibration import fit_calibration
-
-    if val_forecasts is None and (inherited := _selection_calibration()) is not None:
-        log.info("%s: no validation rows; intervals reuse the calibration of %s", name, inherited.fitted_on)
-        return inherited
-    outputs, actual = (val_forecasts.outputs, val_forecasts.actual) if val_forecasts is not None else (None, None)
-    calibration = fit_calibration(outputs, actual, model.quantiles, model.point_index,
-                                  config.predict.levels, config.predict.calibrate)
+def _say_calibration(report, inherited, name: str) -> None:
+    """Log where the model's prediction intervals come from when it is not its own validation windows
+    (`evaluation.evaluate` decides: fitted on validation, else the selection run's, else a quantile network's own
+    quantiles, else none)."""
+    calibration = report.calibration
     if calibration is None:
         log.warning("%s: no validation rows to calibrate prediction intervals on; its forecasts have no "
                     "forecast_lo_*/forecast_hi_* columns (give the validation split rows to get them)", name)
-    elif val_forecasts is None:
+    elif report.val is None and calibration is inherited:
+        log.info("%s: no validation rows; intervals reuse the calibration of %s", name, inherited.fitted_on)
+    elif report.val is None:
         log.warning("%s: no validation rows; its intervals are the network's own quantiles, not calibrated", name)
-    return calibration
 
 
 def _selection_calibration():
-    """The calibration logged by the selection run this run refits (tag `forecaster.refit_of`), if any."""
+    """The calibration logged by the selection run this run refits (tag `forecaster.refit_of`), if any: a refit on
+    every row has no validation windows of its own, and reuses it (margins are per-step quantiles of residuals
+    divided by each series' scale; the refit's own scaler multiplies them back)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -267,38 +259,35 @@ def _loggable_params(config: Config, kind: str) -> dict[str, Any]:
             for key, value in flat.items()}
 
 
-def _log_figures(forecasts, datamodule, name: str, split: str, calibration=None) -> None:
+def _log_figures(report, datamodule, name: str, split: str) -> None:
+    """The error per horizon step, and forecast against actual for the first window of a few series, from one
+    split's `evaluation.SplitReport`."""
     import mlflow
     import numpy as np
     import pandas as pd
 
     from forecaster import plots
-    from forecaster.metrics import error_by_step
     from forecaster.outputs import safe_file_name
 
-    errors = error_by_step(forecasts.pred, forecasts.actual)
+    errors = report.by_step
     mlflow.log_table(pd.DataFrame({"step": range(1, len(errors["mse"]) + 1), **errors}), "error_by_step.json")
     fig = plots.error_by_step(errors, f"{name}: {split} error by horizon step")
     mlflow.log_figure(fig, "plots/error_by_step.png")
     plots.close(fig)
 
     panel, lookback = datamodule.panel, datamodule.config.window.lookback
+    forecasts = report.forecasts
     series, first = np.unique(forecasts.series, return_index=True)  # the first window of each series
-    series, first = series[:4], first[:4]
-    pred = datamodule.scaler.inverse_targets(forecasts.pred[first], series)  # [4, H, T], original units
-    bands = {}
-    if calibration is not None:
-        bands = {level: tuple(datamodule.scaler.inverse_targets(bound, series) for bound in bounds)
-                 for level, bounds in calibration.bounds(forecasts.outputs[first], forecasts.point_index).items()}
-    for index, (series_index, window) in enumerate(zip(series, first, strict=True)):
+    for series_index, window in zip(series[:4], first[:4], strict=True):
         origin = int(forecasts.origin[window])
         history = panel.values[origin - lookback : origin, 0]
-        actual = panel.values[origin : origin + pred.shape[1], 0]
+        pred = report.pred[window, :, 0]  # [H], original units
+        actual = panel.values[origin : origin + len(pred), 0]
         series_id = panel.series_ids[series_index]
-        fig = plots.forecast_vs_actual(history, actual, pred[index, :, 0],
+        fig = plots.forecast_vs_actual(history, actual, pred,
                                        f"{name}: {series_id}, {panel.targets[0]} (first {split} window)",
-                                       bands={level: (lo[index, :, 0], hi[index, :, 0])
-                                              for level, (lo, hi) in bands.items()})
+                                       bands={level: (lo[window, :, 0], hi[window, :, 0])
+                                              for level, (lo, hi) in report.bands.items()})
         mlflow.log_figure(fig, f"plots/forecast_{safe_file_name(series_id)}.png")
         plots.close(fig)
 

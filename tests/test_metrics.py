@@ -81,11 +81,11 @@ def test_rmsse_and_wape_match_hand_computed_numbers():
 def test_every_registered_metric_is_rankable_and_reported():
     from forecaster.config import Config, load_config
     from forecaster.errors import ConfigError
-    from forecaster.metrics import METRICS, Windows, evaluate
+    from forecaster.metrics import METRICS, Windows, score_windows
 
     rng = np.random.default_rng(0)
     windows = Windows(*(rng.normal(size=(3, 4, 2)) for _ in range(4)), np.ones((3, 2)), np.ones((3, 2)))
-    scores = evaluate(windows)
+    scores = score_windows(windows)
     assert set(scores) == set(METRICS) and {"rmsse", "wape"} <= set(scores)
     assert all(np.isfinite(value) for value in scores.values())
     assert Config().with_overrides({"compare.metric": "rmsse", "tune.metric": "wape"}).compare.metric == "rmsse"

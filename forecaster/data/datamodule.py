@@ -37,6 +37,7 @@ class ForecastDataModule(pl.LightningDataModule):
         self.train_dataset: WindowDataset | None = None
         self.val_dataset: WindowDataset | None = None
         self.test_dataset: WindowDataset | None = None
+        self._evaluation = None  # `evaluation_data()`, made once
 
     def setup(self, stage: str | None = None) -> None:
         """Build everything once; later calls (Lightning makes one per stage) change nothing."""
@@ -60,6 +61,18 @@ class ForecastDataModule(pl.LightningDataModule):
         self.n_future_features = datasets["train"].n_future_features
         self.season_length = config.model.season_length or season_length(panel.freq)
         self.train_dataset, self.val_dataset, self.test_dataset = datasets["train"], datasets["val"], datasets["test"]
+
+    def evaluation_data(self):
+        """What evaluation reads of this data (`forecaster.evaluation.EvaluationData`), made once."""
+        from forecaster.evaluation import EvaluationData
+
+        self.setup()
+        if self._evaluation is None:
+            self._evaluation = EvaluationData(
+                panel=self.panel, train_end=self.borders.train_end, scaler=self.scaler,
+                season_length=self.season_length, lookback=self.config.window.lookback,
+                windows={"val": self.val_dataloader, "test": self.test_dataloader})
+        return self._evaluation
 
     @property
     def dims(self) -> dict[str, int]:
