@@ -77,11 +77,6 @@ class Calibration:
                    fitted_on=document.get("fitted_on", "validation"), windows=int(document.get("windows", 0)))
 
 
-def interval_column(level: int, side: str) -> str:
-    """(80, "lo") -> `forecast_lo_80`."""
-    return f"forecast_{side}_{level}"
-
-
 def fit_calibration(outputs: np.ndarray | None, actual: np.ndarray | None, quantiles: list[float] | None,
                     point_index: int, levels: list[int], calibrate: bool = True) -> Calibration | None:
     """Fit on validation windows: outputs [N, H, T, Q] and actual [N, H, T], scaled. `quantiles`: what the Q outputs

@@ -10,7 +10,7 @@ Two levels, one path:
   from their own history), takes the last `lookback` rows of every series, forecasts all series in batches
   straight through the network (no Trainer, no GPU) and lays the result out one row per series, target and step,
   with `forecast_lo_<level>` / `forecast_hi_<level>` from the bundle's calibration (`forecaster.calibration`).
-  `output_columns(bundle)` is that frame's column list, which the Spark engine's schema is built from.
+  `outputs.output_columns(bundle)` is that frame's column list (the Spark engine's schema is built from it).
 
 `with_metadata` adds the columns that say which model made each row, from where and when; the pandas and Spark
 engines both call it.
@@ -29,14 +29,13 @@ import pandas as pd
 
 from forecaster.errors import DataError, ForecasterError
 from forecaster.inference import PrecisionChoice, bundle_precision, inference_batch_size
+from forecaster.outputs import interval_column, quantile_column
 from forecaster.predictor import Predictor, scaled_forecasts
 
 if TYPE_CHECKING:
     from forecaster.bundle import ModelBundle
     from forecaster.data.panel import Panel
 
-FORECAST_COLUMNS = ("series_id", "target", "timestamp", "step", "forecast")
-METADATA_COLUMNS = ("model_uri", "model_version", "source_run_id", "forecast_origin", "created_at")
 
 
 @dataclass
@@ -159,21 +158,6 @@ def with_metadata(forecast: Forecast, *, model_uri: str, model_version: str | No
     return frame
 
 
-def quantile_column(quantile: float) -> str:
-    """0.1 -> `forecast_q10`."""
-    return f"forecast_q{round(quantile * 100):02d}"
-
-
-def output_columns(bundle: ModelBundle) -> list[str]:
-    """The columns `forecast(bundle, ...)` returns, then `METADATA_COLUMNS`: what every engine writes, in order."""
-    from forecaster.calibration import interval_column
-
-    levels = bundle.calibration.levels if bundle.calibration is not None else []
-    keys = bundle.config.data.key_columns if len(bundle.config.data.key_columns) > 1 else []
-    return [FORECAST_COLUMNS[0], *keys, *FORECAST_COLUMNS[1:], *[quantile_column(q) for q in bundle.quantiles or []],
-            *[interval_column(level, side) for level in levels for side in ("lo", "hi")], *METADATA_COLUMNS]
-
-
 # -- the history as a panel ------------------------------------------------------------------------------
 
 
@@ -269,8 +253,6 @@ def _frame(panel: Panel, future: np.ndarray, forecast: np.ndarray, predictor: Pr
            bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     """Long frame: one row per series, target and step. forecast: [S, H, T, Q]; bands: level -> (lower, upper),
     each [S, H, T]; all in original units."""
-    from forecaster.calibration import interval_column
-
     n_series, horizon, n_targets, _ = forecast.shape
     series = np.repeat(np.array(panel.series_ids, dtype=object), horizon * n_targets)
     stamps = np.repeat(future, n_targets, axis=1).reshape(-1)  # [S * H * T]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster import metrics
+from forecaster.outputs import widest_band
 
 KEYS = ["model", "forecast_origin", "series_id", "target", "step"]
 SUMMARY_COLUMNS = ["points", *(metric.monitored_as for metric in metrics.monitored()), "bias", "snaive_mae", "coverage",
@@ -45,20 +46,10 @@ def point_forecasts(frame: pd.DataFrame, model: str) -> pd.DataFrame:
         "step": frame["step"].astype(np.int64), "timestamp": instants(frame["timestamp"]),
         "forecast": frame["forecast"].astype(np.float64),
     })
-    levels = sorted(int(name.removeprefix("forecast_lo_")) for name in frame.columns
-                    if name.startswith("forecast_lo_") and name.removeprefix("forecast_lo_").isdigit()
-                    and f"forecast_hi_{name.removeprefix('forecast_lo_')}" in frame.columns)
-    quantiles = sorted((int(name.removeprefix("forecast_q")), name) for name in frame.columns
-                       if name.startswith("forecast_q") and name.removeprefix("forecast_q").isdigit())
-    if levels:
-        level = levels[-1]
-        out["lower"] = frame[f"forecast_lo_{level}"].astype(np.float64)
-        out["upper"] = frame[f"forecast_hi_{level}"].astype(np.float64)
-        out["nominal_coverage"] = level / 100.0
-    elif len(quantiles) >= 2:
-        (low, low_name), (high, high_name) = quantiles[0], quantiles[-1]
-        out["lower"], out["upper"] = frame[low_name].astype(np.float64), frame[high_name].astype(np.float64)
-        out["nominal_coverage"] = (high - low) / 100.0
+    band = widest_band(frame.columns)
+    if band is not None:
+        out["lower"], out["upper"] = frame[band.lower].astype(np.float64), frame[band.upper].astype(np.float64)
+        out["nominal_coverage"] = band.coverage
     else:
         out["lower"] = out["upper"] = out["nominal_coverage"] = np.nan
     return out

@@ -6,6 +6,10 @@ A batch writes two entries into the output folder:
     forecast_<model>_<origin>.csv|parquet      the forecasts: a file (pandas) or a Parquet dataset folder (Spark)
     forecast_<model>_<origin>.manifest.json    what made them: input hash, model, counts, timings
 
+The forecast file's columns are named here too (`FORECAST_COLUMNS`, `quantile_column`, `interval_column`,
+`output_columns`, `METADATA_COLUMNS`), and read back here: `read_committed(folder)` gives every complete output of
+a folder with its manifest, and `widest_band(columns)` which columns hold a forecast's widest band.
+
 `<model>` is a registered name and version (`demo-v3`), a logged model id, a run id or a hash of a local model
 folder; `<origin>` is the forecast origin (`20240131T230000`). A file goes to a temporary file in the same
 folder, is fsynced and renamed over its final name; a dataset is written whole into a hidden `staging_folder` in
@@ -61,6 +65,59 @@ def output_format(name: str) -> OutputFormat:
         raise ValueError(f"unknown output format {name!r}; expected one of {', '.join(FORMATS)}")
     return FORMATS[name]
 
+
+# -- the forecast file's columns ----------------------------------------------------------------------------
+
+FORECAST_COLUMNS = ("series_id", "target", "timestamp", "step", "forecast")
+METADATA_COLUMNS = ("model_uri", "model_version", "source_run_id", "forecast_origin", "created_at")
+
+
+def quantile_column(quantile: float) -> str:
+    """0.1 -> `forecast_q10`."""
+    return f"forecast_q{round(quantile * 100):02d}"
+
+
+def interval_column(level: int, side: str) -> str:
+    """(80, "lo") -> `forecast_lo_80`."""
+    return f"forecast_{side}_{level}"
+
+
+def output_columns(bundle) -> list[str]:
+    """The columns a forecast of `bundle` (a `ModelBundle`) is written with, in order, by every engine: the
+    forecast (a composite key's columns after `series_id`), its quantiles, its intervals, then `METADATA_COLUMNS`."""
+    levels = bundle.calibration.levels if bundle.calibration is not None else []
+    keys = bundle.config.data.key_columns if len(bundle.config.data.key_columns) > 1 else []
+    return [FORECAST_COLUMNS[0], *keys, *FORECAST_COLUMNS[1:], *[quantile_column(q) for q in bundle.quantiles or []],
+            *[interval_column(level, side) for level in levels for side in ("lo", "hi")], *METADATA_COLUMNS]
+
+
+@dataclass(frozen=True)
+class Band:
+    """Which columns of a forecast file hold a band, and its nominal coverage (0-1)."""
+
+    lower: str
+    upper: str
+    coverage: float
+
+
+def widest_band(columns) -> Band | None:
+    """The widest calibrated interval among `columns` (`forecast_lo_NN` / `forecast_hi_NN`), else the outermost
+    quantile pair (`forecast_qNN`); None when the file has neither."""
+    names = set(columns)
+    levels = sorted(int(name.removeprefix("forecast_lo_")) for name in names
+                    if name.startswith("forecast_lo_") and name.removeprefix("forecast_lo_").isdigit()
+                    and interval_column(int(name.removeprefix("forecast_lo_")), "hi") in names)
+    if levels:
+        return Band(interval_column(levels[-1], "lo"), interval_column(levels[-1], "hi"), levels[-1] / 100.0)
+    quantiles = sorted((int(name.removeprefix("forecast_q")), name) for name in names
+                       if name.startswith("forecast_q") and name.removeprefix("forecast_q").isdigit())
+    if len(quantiles) >= 2:
+        (low, low_name), (high, high_name) = quantiles[0], quantiles[-1]
+        return Band(low_name, high_name, (high - low) / 100.0)
+    return None
+
+
+# -- committing and reading outputs -------------------------------------------------------------------------
 
 WRITTEN = "written"
 SKIPPED_EXISTING = "skipped-existing"
@@ -196,6 +253,42 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
 def read_frame(path: Path, fmt: str) -> pd.DataFrame:
     """A forecast file written by `write_frame` (or a Parquet dataset written by Spark), ids as text."""
     return output_format(fmt).read(path)
+
+
+@dataclass
+class Committed:
+    """A complete output found in a folder: its paths and manifest; `read()` gives its rows, ids as text."""
+
+    paths: OutputPaths
+    manifest: dict[str, Any]
+
+    def read(self) -> pd.DataFrame:
+        return read_frame(self.paths.forecast, self.manifest["output"].get("format", "csv"))
+
+
+def read_committed(folder: Path) -> tuple[list[Committed], list[str]]:
+    """Every output of `folder` that its manifest commits (by name order), and notes on what was left out: an
+    unreadable manifest, a forecast that is absent or not the file its manifest describes, a forecast without a
+    manifest (partial, or being replaced)."""
+    found, notes, committed = [], [], set()
+    for manifest_path in sorted(Path(folder).glob("forecast_*.manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            paths = OutputPaths(forecast=Path(folder) / manifest["output"]["file"], manifest=manifest_path)
+        except (OSError, ValueError, KeyError, TypeError):
+            notes.append(f"{manifest_path.name}: unreadable manifest; its forecasts are skipped")
+            continue
+        if existing_manifest(paths) is None:
+            notes.append(f"{paths.forecast.name}: absent or not the file its manifest describes; skipped")
+            continue
+        committed.add(paths.forecast.name)
+        found.append(Committed(paths, manifest))
+    uncommitted = sorted(p.name for p in Path(folder).glob("forecast_*") if not p.name.endswith(".manifest.json")
+                         and p.name not in committed)
+    if uncommitted:
+        notes.append(f"{len(uncommitted)} forecast file(s) without a manifest (partial or being replaced) "
+                     f"ignored: {', '.join(uncommitted[:3])}{' ...' if len(uncommitted) > 3 else ''}")
+    return found, notes
 
 
 def write_output(forecasts: pd.DataFrame | Path, paths: OutputPaths, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ seconds. The CLI exits 3 when `result.decay`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -93,7 +92,7 @@ def run(config: Config, forecasts: str | Path | None = None, actuals: str | Path
     scan = scan_frame(read_table(config.data, actuals_path), config.data, source=str(actuals_path))
     season = config.model.season_length or season_length(scan.freq)
 
-    frame, files, notes = read_committed(folder, config.predict.base_scenario)
+    frame, files, notes = committed_points(folder, config.predict.base_scenario)
     frame, duplicates = monitoring.deduplicate(frame)
     joined = monitoring.score_points(frame, scan, season)
     record_path = Path(config.monitor.record) if config.monitor.record else folder / RECORD_FILE
@@ -114,43 +113,30 @@ def run(config: Config, forecasts: str | Path | None = None, actuals: str | Path
     return result
 
 
-def read_committed(folder: Path, base_scenario: str | None = None) -> tuple[pd.DataFrame, int, list[str]]:
-    """Every committed forecast file in `folder` as monitoring's point rows, with the model's identity and the
-    file's name and creation time; and notes on what was skipped. A model is `NAME-vVERSION` when registered,
-    else its logged model id or `run-RUN_ID`: the same model found under two URIs counts once. Of a file with
-    what-if scenarios, only the base scenario's rows are scored (`base_scenario`)."""
-    frames, notes, committed = [], [], set()
-    for manifest_path in sorted(folder.glob("forecast_*.manifest.json")):
+def committed_points(folder: Path, base_scenario: str | None = None) -> tuple[pd.DataFrame, int, list[str]]:
+    """Every committed forecast file in `folder` (`outputs.read_committed`) as monitoring's point rows, with the
+    model's identity and the file's name and creation time; and notes on what was skipped. A model is
+    `NAME-vVERSION` when registered, else its logged model id or `run-RUN_ID`: the same model found under two URIs
+    counts once. Of a file with what-if scenarios, only the base scenario's rows are scored (`base_scenario`)."""
+    found, notes = outputs.read_committed(folder)
+    frames = []
+    for output in found:
+        name = output.paths.forecast.name
         try:
-            manifest = json.loads(manifest_path.read_text())
-            paths = outputs.OutputPaths(forecast=folder / manifest["output"]["file"], manifest=manifest_path)
-        except (OSError, ValueError, KeyError, TypeError):
-            notes.append(f"{manifest_path.name}: unreadable manifest; its forecasts are skipped")
-            continue
-        if outputs.existing_manifest(paths) is None:
-            notes.append(f"{paths.forecast.name}: absent or not the file its manifest describes; skipped")
-            continue
-        committed.add(paths.forecast.name)
-        try:
-            table = outputs.read_frame(paths.forecast, manifest["output"].get("format", "csv"))
+            table = output.read()
             if "scenario" in table:
-                table, note = _base_scenario(table, base_scenario, paths.forecast.name)
+                table, note = _base_scenario(table, base_scenario, name)
                 notes.append(note)
-            model = manifest["model"]
+            model = output.manifest["model"]
             rows = monitoring.point_forecasts(table, model_key(model))
         except (OSError, ValueError, KeyError) as exc:
-            notes.append(f"{paths.forecast.name}: cannot read its forecasts ({type(exc).__name__}: {exc}); skipped")
+            notes.append(f"{name}: cannot read its forecasts ({type(exc).__name__}: {exc}); skipped")
             continue
         frames.append(rows.assign(
             model_uri=model.get("uri"), model_name=model.get("name"), model_version=_text(model.get("version")),
-            source_run_id=model.get("source_run_id"), forecast_file=paths.forecast.name,
-            created_at=pd.Timestamp(manifest["created_at"]).tz_convert("UTC").tz_localize(None),
+            source_run_id=model.get("source_run_id"), forecast_file=name,
+            created_at=pd.Timestamp(output.manifest["created_at"]).tz_convert("UTC").tz_localize(None),
         ))
-    uncommitted = [p.name for p in folder.glob("forecast_*") if not p.name.endswith(".manifest.json")
-                   and p.name not in committed]
-    if uncommitted:
-        notes.append(f"{len(uncommitted)} forecast file(s) without a manifest (partial or being replaced) "
-                     f"ignored: {', '.join(sorted(uncommitted)[:3])}{' ...' if len(uncommitted) > 3 else ''}")
     empty = monitoring.point_forecasts(pd.DataFrame(columns=["forecast_origin", "series_id", "target", "step",
                                                              "timestamp", "forecast"]), "").assign(
         model_uri=None, model_name=None, model_version=None, source_run_id=None, forecast_file=None,

@@ -106,7 +106,7 @@ def test_the_training_clock_leaves_out_the_validation_pass_lightning_runs_inside
     pass counted as training would make the pipeline look slower than it is."""
     import time
 
-    from conftest import shrink_config
+    from helpers import shrink_config
     from speed import pipeline_train
 
     from forecaster.training.module import ForecastModule

@@ -1,7 +1,6 @@
 """The command line as users run it: a real subprocess of the installed `forecaster` command."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -9,14 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def forecaster(*args, cwd=REPO, timeout=600):
-    command = [sys.executable, "-m", "forecaster_pipelines", *map(str, args)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    return run_cli(*args, cwd=cwd, timeout=timeout, env={"OMP_NUM_THREADS": "1"})
 
 
 def test_help_is_instant_and_lists_the_commands(tmp_path):

@@ -7,12 +7,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, shrink_config
+from helpers import shrink_config, start_cli
 from mlflow import MlflowClient
 
 from forecaster.config import dump_config
@@ -80,11 +79,6 @@ def test_plan_trains_one_after_another_unless_parallel_work_can_pay(tmp_path):
         os.sched_setaffinity(0, cpus)
 
 
-def forecaster(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "forecaster_pipelines", *args], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def workers_of(pid: int) -> list[int]:
     """The spawned worker processes among `pid`'s children (not multiprocessing's resource tracker)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -112,7 +106,7 @@ def long_config(tmp_path: Path, name: str) -> tuple[Path, object]:
 
 
 def resume_to_end(path: Path) -> dict:
-    process = forecaster("compare", str(path), "--resume", "--json")
+    process = start_cli("compare", str(path), "--resume", "--json")
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     return json.loads(out.strip().splitlines()[-1])
@@ -121,7 +115,7 @@ def resume_to_end(path: Path) -> dict:
 @pytest.mark.slow
 def test_a_worker_killed_mid_training_fails_the_comparison_and_resume_finishes_it(tmp_path):
     path, config = long_config(tmp_path, "worker")
-    process = forecaster("compare", str(path))
+    process = start_cli("compare", str(path))
     victim = training_started(config, process)[0]
     os.kill(victim, signal.SIGKILL)
     out, err = process.communicate(timeout=120)
@@ -138,7 +132,7 @@ def test_a_worker_killed_mid_training_fails_the_comparison_and_resume_finishes_i
 @pytest.mark.slow
 def test_kill_9_of_the_comparison_stops_its_workers_too(tmp_path):
     path, config = long_config(tmp_path, "parent")
-    process = forecaster("compare", str(path))
+    process = start_cli("compare", str(path))
     pids = training_started(config, process)
     process.kill()
     process.communicate(timeout=60)
@@ -154,7 +148,7 @@ def test_sigterm_stops_the_workers_ends_every_run_and_exits_143(tmp_path):
     SIGTERM inside a fit, and a worker that survived it would keep `compare` waiting forever), every run ends
     KILLED, and the one line says what to run."""
     path, config = long_config(tmp_path, "sigterm")
-    process = forecaster("compare", str(path))
+    process = start_cli("compare", str(path))
     pids = training_started(config, process)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 import torch
 
-from conftest import shrink_config
+from helpers import shrink_config
 
 from forecaster.config import load_config
 from forecaster.tracking import tracking_uri

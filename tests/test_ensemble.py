@@ -16,6 +16,8 @@ from forecaster.errors import ConfigError, ModelError
 from forecaster.models.catalog import make_baseline
 from forecaster.models.ensemble import Ensemble, choose_ensemble, combine_forecasts
 
+pytestmark = pytest.mark.trains  # small comparisons
+
 LOOKBACK = HORIZON = 6
 DIMS = {"n_targets": 2, "n_past_features": 3, "n_future_features": 0}
 

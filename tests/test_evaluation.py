@@ -5,13 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shrink_config
+from helpers import shrink_config
 
 from forecaster.calibration import Calibration
 from forecaster.data.splits import Borders
 from forecaster.evaluation import evaluate, forecast_windows, score
 from forecaster.training.fit import fit_baseline, fit_network
 from forecaster_pipelines.train import prepare_data
+
+pytestmark = pytest.mark.trains  # every test fits a small network or baseline
 
 SEASON = 24
 

@@ -11,13 +11,15 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, shrink_config
+from helpers import REPO_ROOT, shrink_config
 
 from forecaster.bundle import ModelBundle
 from forecaster.config import dump_config
 from forecaster.errors import DataError
 from forecaster.evaluation import forecast_windows
 from forecaster_pipelines import train
+
+pytestmark = pytest.mark.trains  # a small network trained once per module, then compared
 
 H = 12
 
@@ -138,7 +140,7 @@ def test_predict_with_a_future_file_equals_the_one_table_forecast(trained, tmp_p
 
 def test_a_scenario_file_is_forecast_per_scenario_and_monitor_reads_the_base_one(trained, tmp_path):
     from forecaster_pipelines import predict
-    from forecaster_pipelines.monitor import read_committed
+    from forecaster_pipelines.monitor import committed_points
 
     config, frame, _, result = trained
     history = with_future_rows(frame, 300)
@@ -152,7 +154,7 @@ def test_a_scenario_file_is_forecast_per_scenario_and_monitor_reads_the_base_one
     assert done.manifest["scenarios"] == ["base", "hot"]
     written = pd.read_csv(done.paths.forecast)
     assert written.groupby("scenario").size().to_dict() == {"base": 2 * H, "hot": 2 * H}
-    points, files, notes = read_committed(tmp_path / "out")
+    points, files, notes = committed_points(tmp_path / "out")
     assert files == 1 and len(points) == 2 * H
     assert any("scored its scenario 'base' of 2" in note for note in notes)
     base = written[written["scenario"] == "base"].sort_values(["series_id", "step"])["forecast"].to_numpy()
@@ -162,7 +164,7 @@ def test_a_scenario_file_is_forecast_per_scenario_and_monitor_reads_the_base_one
 def test_the_epf_day_ahead_file_pair_forecasts_each_market_from_its_known_future(tmp_path):
     """The real thing: prices of four markets trained with their day-ahead load and generation forecasts as
     known-future inputs, then forecast for the 24 hours the data's second file holds those inputs for."""
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     from forecaster.data.future import append_future
 

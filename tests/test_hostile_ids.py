@@ -5,13 +5,11 @@ back exactly as written, and every file lands inside the folders it belongs in."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, shrink_config
+from helpers import run_cli, shrink_config
 
 from forecaster.config import dump_config
 
@@ -22,8 +20,7 @@ IDS = ["007", "7", "1e3", "../../escape", "0" * 300, "0" * 299 + "1", "north\nso
 
 
 def forecaster(*args: str) -> dict:
-    process = subprocess.run([sys.executable, "-m", "forecaster_pipelines", *args, "--json"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=600)
+    process = run_cli(*args, "--json")
     assert process.returncode == 0, process.stderr
     return json.loads(process.stdout.strip().splitlines()[-1])
 

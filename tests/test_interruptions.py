@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, shrink_config
+from helpers import shrink_config, start_cli
 from mlflow import MlflowClient
 
 from forecaster.config import dump_config
@@ -32,11 +32,6 @@ def write_config(tmp_path: Path, name: str) -> tuple[Path, object]:
     path = tmp_path / f"{name}.yaml"
     path.write_text(dump_config(config))
     return path, config
-
-
-def forecaster(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "forecaster_pipelines", *args], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def checkpoints(config) -> list[Path]:
@@ -64,7 +59,7 @@ def weights(config, result: dict) -> dict[str, torch.Tensor]:
 
 
 def run_to_end(*args: str) -> dict:
-    process = forecaster(*args, "--json")
+    process = start_cli(*args, "--json")
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     return json.loads(out.strip().splitlines()[-1])
@@ -78,7 +73,7 @@ def uninterrupted(tmp_path_factory):
 
 def test_kill_9_mid_training_then_resume_ends_with_the_weights_of_an_uninterrupted_training(tmp_path, uninterrupted):
     path, config = write_config(tmp_path, "killed")
-    process = forecaster("train", str(path))
+    process = start_cli("train", str(path))
     epoch = interrupt_after_two_epochs(process, config, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL and epoch < EPOCHS - 1, "the kill came after the training ended"
 
@@ -94,7 +89,7 @@ def test_kill_9_mid_training_then_resume_ends_with_the_weights_of_an_uninterrupt
 
 def test_sigterm_exits_143_marks_the_run_killed_and_resume_finishes_that_same_run(tmp_path):
     path, config = write_config(tmp_path, "terminated")
-    process = forecaster("train", str(path))
+    process = start_cli("train", str(path))
     epoch = interrupt_after_two_epochs(process, config, signal.SIGTERM)
     err = process.stderr.read()
     assert process.returncode == 143, err
@@ -117,18 +112,18 @@ def test_resume_after_a_newer_training_of_other_values_was_killed_continues_that
     continues the second, never the first's finished checkpoint."""
     path, config = write_config(tmp_path, "two")
     first = run_to_end("train", str(path), "--set", "train.max_epochs=2")
-    second = forecaster("train", str(path), "--set", "train.lr=0.002")
+    second = start_cli("train", str(path), "--set", "train.lr=0.002")
     interrupt_after_two_epochs(second, config, signal.SIGKILL)
     resumed = run_to_end("train", str(path), "--set", "train.lr=0.002", "--resume")
     assert resumed["run_id"] != first["run_id"]
     assert len(checkpoints(config)) == 2
-    refused = forecaster("train", str(path), "--set", "train.lr=0.005", "--resume")
+    refused = start_cli("train", str(path), "--set", "train.lr=0.005", "--resume")
     _, err = refused.communicate(timeout=120)
     assert refused.returncode == 2 and "train.lr" in err and "0.002" in err, err
 
 
 def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    from conftest import free_port, wait_for
+    from helpers import free_port, wait_for
 
     port = free_port()
     process = subprocess.Popen(
@@ -143,13 +138,13 @@ def test_a_tracking_server_killed_mid_training_costs_no_model(tmp_path):
     """The server dies after the first epoch: the training goes on to its end, its model is saved, the epochs'
     metrics are kept beside it, and the job ends in one line and exit 2, within a minute, not after minutes of
     retries."""
-    from conftest import stop
+    from helpers import stop
 
     server, uri = start_server(tmp_path / "server")
     path, config = write_config(tmp_path, "outage")
     path.write_text(dump_config(config.with_overrides({"tracking.uri": uri})))
     try:
-        process = forecaster("train", str(path))
+        process = start_cli("train", str(path))
         deadline = time.monotonic() + 180
         while not checkpoints(config) and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
@@ -171,12 +166,12 @@ def test_a_tracking_server_killed_mid_training_costs_no_model(tmp_path):
 
 
 def test_an_unreachable_tracking_server_is_one_line_and_exit_2_at_once(tmp_path):
-    from conftest import free_port
+    from helpers import free_port
 
     path, config = write_config(tmp_path, "unreachable")
     path.write_text(dump_config(config.with_overrides({"tracking.uri": f"http://127.0.0.1:{free_port()}"})))
     started = time.monotonic()
-    process = forecaster("train", str(path))
+    process = start_cli("train", str(path))
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: tracking.uri: no tracking server answers"), err
@@ -200,12 +195,12 @@ def full_disk(tmp_path):
 
 
 def test_a_full_disk_is_one_line_exit_2_and_leaves_no_partial_output(tmp_path, full_disk):
-    from model_store import DEMO_CSV, train_and_register
+    from helpers import DEMO_CSV, train_and_register
 
     store = train_and_register(tmp_path / "store", kind="seasonal_naive")
     config_file = tmp_path / "predict.yaml"
     config_file.write_text(dump_config(store.config))
-    process = forecaster("predict", str(config_file), "--data", str(DEMO_CSV), "--output", str(full_disk / "out"))
+    process = start_cli("predict", str(config_file), "--data", str(DEMO_CSV), "--output", str(full_disk / "out"))
     _, err = process.communicate(timeout=180)
     assert process.returncode == 2, err
     assert err.strip().splitlines()[-1].startswith("error: no space left on the device"), err
@@ -226,7 +221,7 @@ def test_compare_killed_mid_way_resumes_keeping_its_finished_candidates(tmp_path
     whole_path.write_text(dump_config(whole_config.with_overrides(overrides)))
     whole = run_to_end("compare", str(whole_path))
 
-    process = forecaster("compare", str(path))
+    process = start_cli("compare", str(path))
     interrupt_after_two_epochs(process, config, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL
     resumed = run_to_end("compare", str(path), "--resume")
@@ -266,7 +261,7 @@ def test_tune_killed_during_a_trial_resumes_counting_the_trials_it_finished(tmp_
         except Exception:  # no study or no storage yet
             return []
 
-    process = forecaster("tune", str(path), "-o", str(tmp_path / "tuned.yaml"))
+    process = start_cli("tune", str(path), "-o", str(tmp_path / "tuned.yaml"))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
         now = states()
@@ -292,7 +287,7 @@ def test_compare_killed_during_the_refit_resumes_and_registers_the_refit_winner(
                                     "compare.refit": True, "model.hidden_size": 16})
     path.write_text(dump_config(config))
     refits = Path(config.tracking.state_dir) / "checkpoints" / "interrupt" / "gru-refit"
-    process = forecaster("compare", str(path))
+    process = start_cli("compare", str(path))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None and not list(refits.glob("*/last.ckpt")):
         time.sleep(0.05)

@@ -10,12 +10,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shrink_config
+from helpers import series_csv, shrink_config
 
 from forecaster.bundle import ModelBundle
 from forecaster.calibration import Calibration, fit_calibration
 from forecaster.metrics import coverage, msis, pinball
 from forecaster_pipelines import compare, train
+
+pytestmark = pytest.mark.trains  # small trainings
 
 ROWS, VAL, TEST = 1200, 300, 400
 
@@ -24,12 +26,6 @@ def noisy_daily_cycle(rows: int = ROWS, seed: int = 0) -> np.ndarray:
     """A daily cycle plus N(0, 1) noise: seasonal naive's error is the difference of two noises, N(0, 2)."""
     t = np.arange(rows)
     return 10.0 * np.sin(2 * np.pi * t / 24) + np.random.default_rng(seed).normal(0.0, 1.0, rows)
-
-
-def write_series(path: Path, values: np.ndarray) -> Path:
-    pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=len(values), freq="h").astype(str),
-                  "value": values}).to_csv(path, index=False)
-    return path
 
 
 def config_for(path: Path, state: Path, **overrides):
@@ -47,7 +43,7 @@ def history(values: np.ndarray, rows: int = 200) -> pd.DataFrame:
 
 
 def trained_bundle(tmp_path: Path, name: str, values: np.ndarray, kind: str = "seasonal_naive", **overrides):
-    result = train.run(config_for(write_series(tmp_path / f"{name}.csv", values), tmp_path / name, **overrides),
+    result = train.run(config_for(series_csv(tmp_path / f"{name}.csv", values), tmp_path / name, **overrides),
                        kind=kind)
     return result, ModelBundle.load(result.model_dir)
 
@@ -146,7 +142,7 @@ def test_a_quantile_network_is_conformalised_and_can_keep_its_own_quantiles(tmp_
 
 @pytest.mark.slow
 def test_the_refit_reuses_the_selection_runs_calibration(tmp_path):
-    config = config_for(write_series(tmp_path / "cycle.csv", noisy_daily_cycle()), tmp_path / "state",
+    config = config_for(series_csv(tmp_path / "cycle.csv", noisy_daily_cycle()), tmp_path / "state",
                         **{"compare.models": ["linear", "seasonal_naive"], "registry.name": "intervals"})
     result = compare.run(config)
     assert result.refit is not None and result.winner == "linear"

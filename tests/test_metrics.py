@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 
 from forecaster.metrics import (
     M4_NAIVE2, m4_scores, mase, mase_per_series, naive2_weekly, naive_scale, owa, smape, smape_per_series,

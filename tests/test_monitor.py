@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import run_cli
+
 from forecaster import monitoring, outputs
 from forecaster.config import DataConfig
 from forecaster.data.validate import scan_frame
@@ -260,13 +262,6 @@ def test_retrain_on_decay_runs_compare_only_when_the_monitor_flags_decay(job, mo
 
 # -- the production loop from the command line, against a real tracking server ----------------------------------
 
-def forecaster_command(*args: str) -> list[str]:
-    """`python -m forecaster_pipelines ...`: the `forecaster` command as cron runs it."""
-    import sys
-
-    return [sys.executable, "-m", "forecaster_pipelines", *args]
-
-
 def simulated_panel(days: int, shift_day: int, seed: int = 7) -> pd.DataFrame:
     """Three hourly series: a level, a daily cycle and noise; from `shift_day` on every level is 25 higher."""
     rng = np.random.default_rng(seed)
@@ -285,8 +280,6 @@ def test_level_shift_is_flagged_and_retrain_on_decay_moves_the_alias(mlflow_serv
     """Train on two weeks, then forecast and monitor day by day; the levels jump on day 16. The monitor exits 0
     before, 3 once the shifted day's actuals arrive; `schedule --once` with retrain on_decay then retrains, and
     once enough shifted data has arrived the alias moves to a model that beats the decayed one on it."""
-    import subprocess
-
     from mlflow import MlflowClient
 
     from forecaster.config import Config, dump_config
@@ -304,8 +297,7 @@ def test_level_shift_is_flagged_and_retrain_on_decay_moves_the_alias(mlflow_serv
     config_file.write_text(dump_config(config))
 
     def forecaster(*args: str, expect: int = 0) -> str:
-        done = subprocess.run(forecaster_command(*args, str(config_file)), cwd=repo_root, capture_output=True,
-                              text=True, timeout=300)
+        done = run_cli(*args, config_file, cwd=repo_root, timeout=300)
         assert done.returncode == expect, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
         return done.stdout
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from model_store import DEMO_CSV, demo_config
+from helpers import DEMO_CSV, demo_config
 
 from forecaster.bundle import ModelBundle
 from forecaster.config import load_config
@@ -19,6 +19,8 @@ from forecaster.errors import ConfigError, ModelError
 from forecaster.forecasting import forecast
 from forecaster.inference import EXAMPLE_WINDOWS, choose_precision, inference_batch_size, window_bytes
 from forecaster_pipelines import predict, train
+
+pytestmark = pytest.mark.trains  # a small network trained once per module
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from model_store import DEMO_CSV, REPO_ROOT, Store, train_and_register
+from helpers import DEMO_CSV, REPO_ROOT, Store, train_and_register
 
 from forecaster.errors import ConfigError, DataError, ModelError
 from forecaster.serving.resolve import resolve_model

@@ -212,7 +212,7 @@ def test_a_second_signal_abandons_the_cycle_without_a_partial_output(tmp_path):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from model_store import train_and_register
+    from helpers import train_and_register
 
     return train_and_register(tmp_path_factory.mktemp("store"), kind="naive")
 
@@ -227,7 +227,7 @@ def wait_for(condition, seconds: float = 120.0) -> None:
 @pytest.mark.slow  # CLI processes that import torch and MLflow
 def test_the_schedule_command_forecasts_refuses_a_second_scheduler_and_stops_on_sigterm(store, tmp_path):
     from forecaster.config import dump_config
-    from model_store import REPO_ROOT
+    from helpers import REPO_ROOT
 
     config = store.config.with_overrides({"schedule.cron": "* * * * * */2", "predict.output": str(tmp_path / "out")})
     config_file = tmp_path / "schedule.yaml"

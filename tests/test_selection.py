@@ -16,7 +16,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shrink_config
+from helpers import shrink_config
 
 from forecaster.serving.resolve import resolve_model
 from forecaster.tracking import tracking_uri

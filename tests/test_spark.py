@@ -7,7 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from model_store import DEMO_CSV, train_and_register
+from helpers import DEMO_CSV, train_and_register
 
 from forecaster_pipelines import predict
 
@@ -171,7 +171,7 @@ def test_future_covariates_and_a_composite_key_forecast_the_same_on_spark_as_wit
     series' last sale (the one-table form); Spark reads them as the pandas engine does, and writes the key
     columns back."""
     import numpy as np
-    from conftest import shrink_config
+    from helpers import shrink_config
 
     from forecaster.serving.spark import PARTITION_COLUMN
     from forecaster_pipelines import train

@@ -17,6 +17,8 @@ pytest.importorskip("statsforecast", reason="the statistical model types need st
 
 from forecaster.models.catalog import baseline_from_dict, make_baseline  # noqa: E402
 
+pytestmark = pytest.mark.trains  # statsforecast fits
+
 HORIZON, LOOKBACK = 24, 96
 
 

@@ -3,8 +3,12 @@ candidates first, caps each network at its share of what is left, and skips what
 
 from __future__ import annotations
 
+import pytest
+
 from forecaster_pipelines import compare, train
 from forecaster_pipelines.budget import Budget
+
+pytestmark = pytest.mark.trains  # small trainings and comparisons
 
 
 def test_a_training_stops_after_the_epoch_that_passes_its_minutes(shrink, tmp_path):

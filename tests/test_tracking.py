@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import free_port, stop, wait_for
+from helpers import free_port, stop, wait_for
 from mlflow import MlflowClient
 
 from forecaster.bundle import ModelBundle

@@ -6,24 +6,21 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import shrink_config
+from helpers import series_csv, shrink_config
 
 from forecaster.errors import TrainingError
 from forecaster.evaluation import forecast_windows, score
 from forecaster.training.fit import fit_baseline, fit_network
 from forecaster_pipelines.train import prepare_data
 
+pytestmark = pytest.mark.trains  # every test fits a small network or baseline
+
 
 def sine_csv(path, rows=1200, noise=0.1, seed=0):
     """One hourly series: a daily sine wave with noise, the classic case a recurrent net must learn."""
     rng = np.random.default_rng(seed)
     t = np.arange(rows)
-    frame = pd.DataFrame({
-        "timestamp": pd.date_range("2024-01-01", periods=rows, freq="h").astype(str),
-        "value": np.sin(2 * np.pi * t / 24) + noise * rng.standard_normal(rows),
-    })
-    frame.to_csv(path, index=False)
-    return path
+    return series_csv(path, np.sin(2 * np.pi * t / 24) + noise * rng.standard_normal(rows))
 
 
 def sine_config(tmp_path, **overrides):

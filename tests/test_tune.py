@@ -17,6 +17,8 @@ from forecaster import search
 from forecaster.config import Config, SearchRange, build_config, load_config
 from forecaster.errors import ConfigError
 
+pytestmark = pytest.mark.trains  # small studies
+
 SPACE = {"cell": ["gru", "rnn"], "hidden_size": [8, 16], "lr": {"low": 1e-3, "high": 1e-2, "log": True}}
 
 

@@ -167,11 +167,11 @@ def stage_spark(
 
 
 def forecast_schema(bundle: ModelBundle):
-    """The pandas engine's columns and order (`forecasting.output_columns`: the forecast, quantile and interval
+    """The pandas engine's columns and order (`outputs.output_columns`: the forecast, quantile and interval
     columns, then the metadata) as Spark types."""
     from pyspark.sql import types as T
 
-    from forecaster.forecasting import output_columns
+    from forecaster.outputs import output_columns
 
     types = {"series_id": T.StringType(), **{name: T.StringType() for name in bundle.config.data.key_columns},
              "target": T.StringType(), "timestamp": T.TimestampNTZType(),
