@@ -29,6 +29,9 @@ OutputFormat = Literal["csv", "parquet"]  # `outputs.FORMATS`, which needs panda
 OUTPUT_FORMATS = list(get_args(OutputFormat))
 Loss = Literal["mse", "mae", "huber", "quantile"]  # `models.losses.LOSSES`, which needs torch
 Strategy = Literal["direct", "recursive", "seq2seq", "segment"]
+Optimizer = Literal["adamw", "sgd"]  # `training.optim.OPTIMIZERS`, which needs torch
+LrSchedule = Literal["plateau", "cosine", "none"]  # `training.optim.SCHEDULES`
+InferencePrecision = Literal["auto", "32", "bf16"]  # `inference.PRECISIONS`, which needs torch
 STATISTICAL = ("ets", "theta", "mstl", "arima")  # statsforecast's models, fitted per series (models/statistical.py)
 BASELINES = ("naive", "seasonal_naive", "linear", *STATISTICAL)  # every model type that is not a network
 
@@ -146,9 +149,9 @@ class TrainConfig(_Section):
     max_epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0.0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Optimizer = "adamw"
     weight_decay: float = Field(0.0, ge=0.0)
-    lr_schedule: Literal["plateau", "cosine", "none"] = "plateau"
+    lr_schedule: LrSchedule = "plateau"
     gradient_clip_val: float | None = Field(1.0, gt=0.0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     patience: int = Field(5, ge=0)
@@ -206,7 +209,7 @@ class PredictConfig(_Section):
     spark_master: str = "local[2]"
     batch_size: int | None = Field(None, ge=1)  # windows per forward pass; None: the largest that fits memory_mb
     memory_mb: float = Field(1024, gt=0)  # the working-memory budget that sets the batch size
-    precision: Literal["auto", "32", "bf16"] = "auto"  # auto: bf16 where measured accurate and faster at load
+    precision: InferencePrecision = "auto"  # auto: bf16 where measured accurate and faster at load
     bf16_tolerance: float = Field(0.01, ge=0)  # on the scaled axis: standard deviations of each series
     skip_bad_series: bool = False
     overwrite: bool = False

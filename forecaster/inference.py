@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from forecaster.bundle import ModelBundle
     from forecaster.predictor import Predictor
 
-PRECISIONS = ("auto", "32", "bf16")
+PRECISIONS = ("auto", "32", "bf16")  # `predict.precision`: what `choose_precision` answers (config.InferencePrecision)
 EXAMPLE_WINDOWS = 128  # windows a bundle keeps for the precision check
 
 

@@ -295,3 +295,11 @@ def test_learns_a_sine_in_a_few_steps(strategy):
         error = (net.eval()(x_past, x_future)[..., 0] - y).square().mean()
     naive = (x_past[:, -1:] - y).square().mean()
     assert error < 0.05 * naive
+
+
+def test_the_config_accepts_exactly_the_strategies_the_network_builds():
+    from typing import get_args
+
+    from forecaster.config import Strategy
+
+    assert list(get_args(Strategy)) == list(STRATEGIES)

@@ -140,14 +140,7 @@ class ForecastModule(pl.LightningModule):
         self.log("train/teacher_forcing", self.teacher_forcing_ratio)
 
     def configure_optimizers(self):
-        if self.optimizer_name == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        if self.lr_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.max_epochs, 1))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        if self.lr_schedule == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
-        return optimizer
+        from forecaster.training.optim import configure
+
+        return configure(self.parameters(), optimizer=self.optimizer_name, lr=self.lr, weight_decay=self.weight_decay,
+                         schedule=self.lr_schedule, max_epochs=self.max_epochs, monitor=self.monitor)
