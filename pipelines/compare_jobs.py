@@ -35,6 +35,12 @@ def plan(config: Config, networks: int) -> tuple[int, int | None, str]:
         return 1, None, "compare.time_budget shares its time out one candidate after another"
     if networks < 2:
         return 1, None, f"{networks} network(s) to train"
+    if config.compare.jobs == 1:
+        return 1, None, "compare.jobs=1"
+    if config.compare.jobs != "auto" and isinstance(config.train.threads, int):  # both given: nothing to measure
+        jobs = min(config.compare.jobs, networks)
+        return jobs, config.train.threads, (f"compare.jobs={config.compare.jobs}: {jobs} worker processes, "
+                                            f"{config.train.threads} thread(s) each (train.threads)")
     if config.compare.jobs == "auto":
         import torch
 

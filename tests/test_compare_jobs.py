@@ -65,11 +65,16 @@ def test_worker_processes_give_the_leaderboard_of_a_serial_comparison(tmp_path, 
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
-def test_plan_trains_one_after_another_unless_parallel_work_can_pay(tmp_path):
+def test_plan_trains_one_after_another_unless_parallel_work_can_pay(tmp_path, monkeypatch):
+    import forecaster.runtime as runtime
+
     config = config_for(tmp_path, "auto")
     assert compare_jobs.plan(config, 1)[0] == 1  # no second network to train beside the first
     assert compare_jobs.plan(config.with_overrides({"compare.time_budget": 5}), 3)[0] == 1
-    jobs, threads, _ = compare_jobs.plan(config.with_overrides({"compare.jobs": 4}), 3)
+    with monkeypatch.context() as patched:  # numbers given for both: the machine is not sampled
+        patched.setattr(runtime, "choose_threads", lambda: pytest.fail("sampled the cores"))
+        jobs, threads, _ = compare_jobs.plan(config.with_overrides({"compare.jobs": 4}), 3)
+        assert compare_jobs.plan(config.with_overrides({"compare.jobs": 1}), 3)[0] == 1
     assert (jobs, threads) == (3, 1)  # never more workers than networks; train.threads as set
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})
