@@ -75,7 +75,7 @@ def fit_baseline(name: str, config: Config, datamodule) -> ModelBundle:
 
 
 def fit_network(
-    config: Config, datamodule, checkpoint_dir: Path, logger=None, resume: bool = False, extra_callbacks=(),
+    config: Config, datamodule, checkpoint_dir: str | Path, logger=None, resume: bool = False, extra_callbacks=(),
     label: str = "", run_id: str | None = None,
 ) -> ModelBundle:
     """Train the network `config.model` describes, writing `checkpoint_dir/last.ckpt` at every epoch end; with
@@ -94,6 +94,7 @@ def fit_network(
                             f"command once per process")
     set_allocator()
     set_threads(config.train.threads)
+    checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = EpochCheckpoint(checkpoint_dir, training_identity(config, run_id))
     if resume:
