@@ -71,7 +71,7 @@ def main() -> None:
 
     import torch
 
-    from forecaster.serving.resolve import resolve_model
+    from forecaster.mlflow_model.resolve import resolve_model
     from pipelines import predict
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):

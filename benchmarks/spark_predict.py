@@ -37,8 +37,8 @@ def main() -> None:
     import torch
     from predict import synthetic_history, train_small_model  # benchmarks/predict.py
 
-    from forecaster.serving.resolve import resolve_model
-    from forecaster.serving.spark import predict_spark, spark_session
+    from forecaster.mlflow_model.resolve import resolve_model
+    from forecaster.spark import predict_spark, spark_session
     from pipelines import predict
 
     results = []

@@ -78,7 +78,7 @@ def current_champion(name: str, alias: str):
 def challenge(config: Config, datamodule, challenger_uri: str, version) -> Challenge:
     """Score the champion (`version`, a registered ModelVersion) and the challenger (its selection model,
     `challenger_uri`) on the newest rows neither trained on."""
-    from forecaster.serving.resolve import resolve_model
+    from forecaster.mlflow_model.resolve import resolve_model
 
     metric = config.compare.metric
     outcome = Challenge(metric=metric, champion_version=str(version.version))

@@ -58,7 +58,7 @@ def run(config: Config) -> PredictResult:
     """`forecaster predict`: forecast every series in `predict.data` with `predict.model`."""
     from forecaster.forecasting import forecast  # noqa: F401  (torch is imported here: the timings measure the job)
     from forecaster.runtime import set_threads
-    from forecaster.serving.resolve import resolve_model
+    from forecaster.mlflow_model.resolve import resolve_model
 
     settings = _checked_settings(config)
     started = time.perf_counter()
@@ -177,7 +177,7 @@ def read_history(bundle, settings) -> pd.DataFrame:
 def _stage_spark(model, settings, timings: dict[str, float]) -> _Staged:
     """The same forecasts on Apache Spark (`predict.spark_master`), staged as a partitioned Parquet dataset."""
     from forecaster.errors import DataError
-    from forecaster.serving.spark import stage_spark
+    from forecaster.spark import stage_spark
 
     with _timed(timings, "spark_s"):
         staged = stage_spark(model, settings.data, settings.output, master=settings.spark_master,

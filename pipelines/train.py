@@ -125,7 +125,7 @@ def train_in_run(config: Config, datamodule, kind: str = "network", resume_from:
     import mlflow
 
     from forecaster.evaluation import evaluate
-    from forecaster.serving.log import log_bundle
+    from forecaster.mlflow_model.log import log_bundle
     from forecaster.training.callbacks import EpochMlflowLogger
     from forecaster.training.fit import fit_model
 

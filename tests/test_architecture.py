@@ -94,3 +94,14 @@ def test_the_library_never_imports_a_job():
     for path in LIBRARY.rglob("*.py"):
         jobs = {m for m in imports(path) if m.split(".")[0] in ("forecaster_pipelines", "pipelines")}
         assert not jobs, f"{path.relative_to(ROOT)} imports {sorted(jobs)}"
+
+
+def test_the_old_serving_path_still_imports_and_says_where_things_went():
+    import subprocess
+    import sys
+
+    code = "from forecaster.serving.spark import predict_spark; print(predict_spark.__module__)"
+    moved = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-c", code], capture_output=True,
+                           text=True, timeout=120)
+    assert moved.returncode == 0 and moved.stdout.strip() == "forecaster.spark"
+    assert "forecaster.serving is deprecated: use forecaster.spark and forecaster.mlflow_model" in moved.stderr

@@ -123,7 +123,7 @@ def test_a_winning_ensemble_is_refit_registered_and_forecasts_its_members_combin
     import mlflow
 
     from forecaster.forecasting import forecast
-    from forecaster.serving.resolve import resolve_model
+    from forecaster.mlflow_model.resolve import resolve_model
     from forecaster_pipelines import compare
 
     config = shrink("demo.yaml", tmp_path / "state", **{
@@ -160,7 +160,7 @@ def test_the_best_network_on_several_seeds_is_one_more_candidate_and_refits_seed
     import mlflow
 
     from forecaster.forecasting import forecast
-    from forecaster.serving.resolve import resolve_model
+    from forecaster.mlflow_model.resolve import resolve_model
     from forecaster_pipelines import compare
 
     leaderboard = compare._leaderboard

@@ -14,7 +14,7 @@ import pytest
 from helpers import DEMO_CSV, REPO_ROOT, Store, train_and_register
 
 from forecaster.errors import ConfigError, DataError, ModelError
-from forecaster.serving.resolve import resolve_model
+from forecaster.mlflow_model.resolve import resolve_model
 from forecaster.tracking import file_fingerprint, setup_tracking
 from forecaster_pipelines import predict
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from helpers import shrink_config
 
-from forecaster.serving.resolve import resolve_model
+from forecaster.mlflow_model.resolve import resolve_model
 from forecaster.tracking import tracking_uri
 from forecaster_pipelines import compare, train
 

@@ -28,7 +28,7 @@ def store(tmp_path_factory):
 
 
 def test_spark_forecasts_equal_the_pandas_engine_row_for_row(store, tmp_path):
-    from forecaster.serving.spark import PARTITION_COLUMN
+    from forecaster.spark import PARTITION_COLUMN
 
     config = store.config.with_overrides({"predict.output": str(tmp_path / "pandas"), "predict.format": "parquet",
                                           "predict.data": str(DEMO_CSV), "predict.precision": "32"})
@@ -101,7 +101,7 @@ def test_a_spark_batch_that_fails_before_its_commit_leaves_nothing_and_a_rerun_w
 
 KILLED_SPARK_BATCH = """
 import sys
-from forecaster.serving.spark import predict_spark
+from forecaster.spark import predict_spark
 predict_spark(sys.argv[1], sys.argv[2], sys.argv[3], master="local[1]")
 """
 
@@ -117,7 +117,7 @@ def test_a_spark_batch_killed_mid_write_leaves_no_partial_output(store, tmp_path
     import mlflow
 
     from forecaster import outputs
-    from forecaster.serving.spark import SKIPPED_EXISTING, WRITTEN, predict_spark
+    from forecaster.spark import SKIPPED_EXISTING, WRITTEN, predict_spark
     from forecaster.tracking import setup_tracking
 
     setup_tracking(store.config.tracking)
@@ -156,7 +156,7 @@ def test_a_statistical_model_forecasts_the_same_on_spark_as_with_pandas(tmp_path
                                           "predict.data": str(DEMO_CSV)})
     expected = pd.read_parquet(predict.run(config).paths.forecast)
     result = predict.run(spark_config(store, tmp_path / "spark"))
-    from forecaster.serving.spark import PARTITION_COLUMN
+    from forecaster.spark import PARTITION_COLUMN
 
     actual = pd.read_parquet(result.paths.forecast).drop(columns=PARTITION_COLUMN)
     actual = actual.sort_values(KEY, ignore_index=True).drop(columns="created_at")
@@ -173,7 +173,7 @@ def test_future_covariates_and_a_composite_key_forecast_the_same_on_spark_as_wit
     import numpy as np
     from helpers import shrink_config
 
-    from forecaster.serving.spark import PARTITION_COLUMN
+    from forecaster.spark import PARTITION_COLUMN
     from forecaster_pipelines import train
 
     rng = np.random.default_rng(5)

@@ -109,7 +109,7 @@ def test_a_constant_or_too_short_series_forecasts_seasonal_naive_instead_of_fail
 def test_statistical_models_compare_register_predict_and_serve_the_same_numbers(shrink, demo_csv, tmp_path):
     import mlflow
 
-    from forecaster.serving.resolve import resolve_model
+    from forecaster.mlflow_model.resolve import resolve_model
     from forecaster_pipelines import compare, predict
 
     config = shrink("demo.yaml", tmp_path / "state", **{

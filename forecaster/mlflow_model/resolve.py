@@ -22,7 +22,7 @@ from forecaster.errors import ModelError
 if TYPE_CHECKING:
     from forecaster.bundle import ModelBundle
 
-BUNDLE_IN_MODEL = "artifacts/bundle"  # the pyfunc model's `artifacts={"bundle": ...}` (serving/log.py)
+BUNDLE_IN_MODEL = "artifacts/bundle"  # the pyfunc model's `artifacts={"bundle": ...}` (mlflow_model/log.py)
 ACCEPTED = ("models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-ID, runs:/RUN_ID/model, "
             "or a local model folder")
 HOW_TO_REGISTER = "`forecaster compare CONFIG` trains candidates and registers the winner"
