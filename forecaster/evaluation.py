@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from forecaster.data.panel import Panel
     from forecaster.data.scaling import PanelScaler
 
-SPLITS = ("val", "test")
-
-
 @dataclass(frozen=True)
 class EvaluationData:
     """What evaluation reads of the data a model was trained on. `train_end` [S]: each series' training rows
@@ -43,7 +40,6 @@ class EvaluationData:
     train_end: np.ndarray
     scaler: PanelScaler
     season_length: int
-    lookback: int
     windows: dict[str, Callable[[], Iterable[dict[str, torch.Tensor]]]] = field(repr=False)
 
     @property
@@ -141,15 +137,42 @@ def _split_report(forecasts: WindowForecasts | None, data: EvaluationData, calib
     """`scored`: whether the interval metrics are scored (not on the windows the intervals were fitted on)."""
     if forecasts is None:
         return None
-    series = forecasts.series
-    bands = {}
-    if calibration is not None:
-        bands = {level: (data.to_original(lo, series), data.to_original(hi, series))
-                 for level, (lo, hi) in forecasts.bands(calibration).items()}
-    return SplitReport(forecasts=forecasts, pred=data.to_original(forecasts.pred, series),
-                       actual=data.to_original(forecasts.actual, series), bands=bands,
-                       metrics=score(forecasts, data, calibration if scored else None),
+    original = _Original.of(forecasts, data, calibration)
+    levels = calibration.levels if calibration is not None else []
+    return SplitReport(forecasts=forecasts, pred=original.pred, actual=original.actual,
+                       bands={level: original.bands[level] for level in levels if level in original.bands},
+                       metrics=_metrics(forecasts, data, original, calibration if scored else None),
                        by_step=error_by_step(forecasts.pred, forecasts.actual))
+
+
+@dataclass
+class _Original:
+    """A split's forecasts back in original units, each once: pred, actual [N, H, T], and the bands of every
+    level the calibration fitted (`scaled_bands` on the scaled axis, `bands` in original units)."""
+
+    pred: np.ndarray
+    actual: np.ndarray
+    scaled_bands: dict[int, tuple[np.ndarray, np.ndarray]]
+    bands: dict[int, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, forecasts: WindowForecasts, data: EvaluationData, calibration: Calibration | None) -> _Original:
+        series = forecasts.series
+        scaled = forecasts.bands(calibration, levels=list(calibration.margins)) if calibration is not None else {}
+        return cls(pred=data.to_original(forecasts.pred, series), actual=data.to_original(forecasts.actual, series),
+                   scaled_bands=scaled, bands={level: (data.to_original(lo, series), data.to_original(hi, series))
+                                               for level, (lo, hi) in scaled.items()})
+
+
+def _metrics(forecasts: WindowForecasts, data: EvaluationData, original: _Original,
+             calibration: Calibration | None) -> dict[str, float]:
+    """Every registered metric; with a `calibration`, the interval metrics too."""
+    scale, scale_sq = (per_series[forecasts.series] for per_series in data.scales)  # [N, T] each
+    metrics = score_windows(Windows(forecasts.pred, forecasts.actual, original.pred, original.actual, scale, scale_sq))
+    if calibration is not None:
+        metrics.update(interval_metrics(original.scaled_bands, original.bands, forecasts.pred, forecasts.actual,
+                                        original.actual, calibration.levels, scale))
+    return metrics
 
 
 def forecast_windows(predictor: Predictor, batches: Iterable[dict[str, torch.Tensor]]) -> WindowForecasts | None:
@@ -177,18 +200,7 @@ def score(forecasts: WindowForecasts | None, data: Any, calibration: Calibration
     if forecasts is None:
         return {}
     data = as_evaluation_data(data)
-    series = forecasts.series
-    actual_original = data.to_original(forecasts.actual, series)
-    scale, scale_sq = (per_series[series] for per_series in data.scales)  # [N, T] each
-    metrics = score_windows(Windows(forecasts.pred, forecasts.actual, data.to_original(forecasts.pred, series),
-                                    actual_original, scale, scale_sq))
-    if calibration is not None:
-        bands = forecasts.bands(calibration, levels=list(calibration.margins))
-        original = {level: (data.to_original(lo, series), data.to_original(hi, series))
-                    for level, (lo, hi) in bands.items()}
-        metrics.update(interval_metrics(bands, original, forecasts.pred, forecasts.actual, actual_original,
-                                        calibration.levels, scale))
-    return metrics
+    return _metrics(forecasts, data, _Original.of(forecasts, data, calibration), calibration)
 
 
 def as_evaluation_data(data: Any) -> EvaluationData:

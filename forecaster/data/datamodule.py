@@ -70,8 +70,7 @@ class ForecastDataModule(pl.LightningDataModule):
         if self._evaluation is None:
             self._evaluation = EvaluationData(
                 panel=self.panel, train_end=self.borders.train_end, scaler=self.scaler,
-                season_length=self.season_length, lookback=self.config.window.lookback,
-                windows={"val": self.val_dataloader, "test": self.test_dataloader})
+                season_length=self.season_length, windows={"val": self.val_dataloader, "test": self.test_dataloader})
         return self._evaluation
 
     @property
