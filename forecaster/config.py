@@ -29,6 +29,7 @@ OutputFormat = Literal["csv", "parquet"]  # `outputs.FORMATS`, which needs panda
 OUTPUT_FORMATS = list(get_args(OutputFormat))
 Loss = Literal["mse", "mae", "huber", "quantile"]  # `models.losses.LOSSES`, which needs torch
 Strategy = Literal["direct", "recursive", "seq2seq", "segment"]
+SkipStart = Literal["zero", "ridge", "auto"]  # how the linear skip path starts (`training.fit.choose_start`)
 Optimizer = Literal["adamw", "sgd"]  # `training.optim.OPTIMIZERS`, which needs torch
 LrSchedule = Literal["plateau", "cosine", "none"]  # `training.optim.SCHEDULES`
 InferencePrecision = Literal["auto", "32", "bf16"]  # `inference.PRECISIONS`, which needs torch
@@ -132,6 +133,7 @@ class ModelConfig(_Section):
     channel_independent: bool = True
     revin: bool = True
     linear_skip: bool = False  # a linear map from the lookback to the horizon beside the recurrence
+    skip_start: SkipStart = "zero"  # with linear_skip; ridge: start as the `linear` model; auto: ridge if it wins
     loss: Loss = "mse"
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     season_length: int | None = Field(None, ge=1)
@@ -146,7 +148,7 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    max_epochs: int = Field(20, ge=1)
+    max_epochs: int = Field(20, ge=0)  # 0 only for a network started at the ridge fit (model.skip_start)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     optimizer: Optimizer = "adamw"

@@ -332,9 +332,16 @@ def _refit(config: Config, variant: Config, kind: str, datamodule, selected: Tra
 
 
 def _refit_config(variant: Config, selected: TrainResult) -> Config:
-    """`variant` for the epochs early stopping kept when `selected` trained."""
+    """`variant` for the epochs early stopping kept when `selected` trained (none when it kept its ridge start,
+    epoch -1), started as `selected` started: `model.skip_start: auto` chooses on validation rows, which a refit
+    does not have."""
     epochs = selected.best_epoch + 1 if selected.best_epoch is not None else variant.train.max_epochs
-    return variant.with_overrides({"train.max_epochs": epochs})
+    overrides: dict[str, Any] = {"train.max_epochs": epochs}
+    if variant.model.skip_start == "auto" and getattr(selected, "model_dir", None):
+        from forecaster.bundle import ModelBundle
+
+        overrides["model.skip_start"] = ModelBundle.load(selected.model_dir).config.model.skip_start
+    return variant.with_overrides(overrides)
 
 
 def _refit_one(variant: Config, kind: str, everything, selected: TrainResult,

@@ -64,6 +64,7 @@ def test_demo_file_is_long_hourly_with_gaps_filled(demo_csv, tmp_path):
     assert config.compare.metric == "mase"  # scale-free per series: no series dominates the ranking
     assert config.model.loss == "mae"  # the loss that matches an absolute-error ranking
     assert config.model.linear_skip  # chosen on the suite's validation scores
+    assert config.model.skip_start == "auto"  # the linear start where it beats seasonal naive
 
 
 def test_etth1_is_wide_with_ot_as_target(etth1_csv, tmp_path):

@@ -26,7 +26,10 @@ Two wrappers act around any of them: RevIN (normalise the targets per window, re
 independence (each target variable a row of its own through shared weights). A linear skip path (`linear_skip`)
 may run beside the recurrence: one linear map from the (normalised) lookback of each target to its horizon, added to
 every output (as in DLinear/NLinear, Zeng et al., 2023): the recurrence then has to learn only what a linear model
-on lags misses. It starts at zero, so a new network begins as it would without it.
+on lags misses. It starts at zero, so a new network begins as it would without it. With `skip_start="ridge"` the
+network instead begins as the `linear` baseline: the skip reads the series-scaled lags and adds to the forecast
+RevIN restored, fitted in closed form on the training windows, and the decoder's head starts at zero
+(`start_at_ridge`); training scores that start before its first epoch and keeps it when no epoch beats it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from forecaster.config import Config, ModelConfig
 
 SEGMENT_LENGTH = 24  # the default segment, cut to the horizon when that is shorter
+RIDGE_ALPHA = 1.0  # the skip path's ridge start: the `linear` baseline's own penalty
 # Weights saved before the encoder and decoder were parts of their own kept every layer on the network itself:
 # the encoder's cell as `encoder`, seq2seq's decoder cell as `decoder`, the rest (head, attention, embeddings)
 # under their own names. New prefix -> old prefix, first match wins.
@@ -100,6 +104,7 @@ class RecurrentForecaster(nn.Module):
         num_layers: int = 2, dropout: float = 0.1, bidirectional: bool = False, attention: bool = False,
         channel_independent: bool = True, revin: bool = True, revin_affine: bool = True,
         point_index: int | None = None, segment_length: int | None = None, linear_skip: bool = False,
+        skip_start: str = "zero",
     ):
         super().__init__()
         self.n_targets, self.n_past_features, self.n_future_features = n_targets, n_past_features, n_future_features
@@ -116,6 +121,9 @@ class RecurrentForecaster(nn.Module):
         self.revin = RevIN(n_targets, affine=revin_affine) if revin else None
         self.encoder, self.decoder = STRATEGIES[strategy](self)
         self.skip = _zero_linear(lookback, horizon) if linear_skip else None
+        # Started at zero, the skip reads each window's normalised lags (NLinear-like); started at the ridge fit, it
+        # is the `linear` baseline itself: the series-scaled lags, added to the forecast RevIN restored.
+        self.skip_outside = linear_skip and skip_start == "ridge"
 
     @classmethod
     def from_config(cls, model: ModelConfig, n_targets: int, n_past_features: int, n_future_features: int,
@@ -128,7 +136,7 @@ class RecurrentForecaster(nn.Module):
             cell=model.cell, strategy=model.strategy, hidden_size=model.hidden_size, num_layers=model.num_layers,
             dropout=model.dropout, bidirectional=model.bidirectional, attention=model.attention,
             channel_independent=model.channel_independent, revin=model.revin, segment_length=model.segment_length,
-            linear_skip=model.linear_skip,
+            linear_skip=model.linear_skip, skip_start=model.skip_start,
         )
 
     def forward(self, x_past: torch.Tensor, x_future: torch.Tensor, y: torch.Tensor | None = None,
@@ -142,6 +150,7 @@ class RecurrentForecaster(nn.Module):
         """
         self._check_inputs(x_past, x_future, y)
         batch, targets, covariates = x_past.size(0), x_past[..., : self.n_targets], x_past[..., self.n_targets :]
+        lags = targets
         teacher = y if self.strategy != "direct" and _draw(y, teacher_forcing) else None
         if self.revin is not None:
             stats = self.revin.statistics(targets)
@@ -154,14 +163,62 @@ class RecurrentForecaster(nn.Module):
             x_future = x_future.repeat_interleave(self.n_targets, dim=0)  # [B, H, Ff] -> [B*T, H, Ff]
         memory, state = self.encoder(targets, covariates)
         pred = self.decoder(memory, state, targets[:, -1], x_future, teacher)  # [B', H, C, Q]
-        if self.skip is not None:  # one shift for every quantile, so their order is kept
-            linear = self.skip(targets.transpose(1, 2))  # [B', C, L] -> [B', C, H]
-            pred = pred + linear.transpose(1, 2).unsqueeze(-1)  # [B', H, C, 1] broadcast over Q
+        if self.skip is not None and not self.skip_outside:  # one shift for every quantile, so their order is kept
+            pred = pred + self.skip(targets.transpose(1, 2)).transpose(1, 2).unsqueeze(-1)  # [B', H, C, 1]
         if self.channel_independent:
             pred = pred.reshape(batch, self.n_targets, self.horizon, self.n_outputs).transpose(1, 2)  # [B, H, T, Q]
         if self.revin is not None:
             pred = self.revin.restore(pred, stats)
+        if self.skip_outside:  # [B, L, T] -> [B, T, H] -> [B, H, T, 1], broadcast over Q
+            pred = pred + self.skip(lags.transpose(1, 2)).transpose(1, 2).unsqueeze(-1)
         return pred
+
+    @torch.no_grad()
+    def start_at_ridge(self, batches, alpha: float = RIDGE_ALPHA) -> int:
+        """Start as the `linear` baseline: move the skip path outside RevIN (it reads the series-scaled lags and
+        adds to the restored forecast), fit it in closed form on `batches` (dicts with `x_past` and `y`), and zero
+        the decoder's head so that the recurrence adds nothing until training moves it. Returns the rows fitted on
+        (windows x targets).
+
+        Training can then only keep what validation rewards: `fit_network` scores this start before the first
+        epoch, so early stopping may keep it.
+        """
+        if self.skip is None:
+            raise ConfigError("model.skip_start: ridge needs model.linear_skip: true (the ridge fit is the skip path)")
+        self.skip_outside = True
+        width = self.lookback + 1  # the lags and an intercept
+        gram = torch.zeros(width, width, dtype=torch.float64)
+        cross = torch.zeros(width, self.horizon, dtype=torch.float64)
+        rows = 0
+        for batch in batches:
+            lags, future = self._skip_rows(batch["x_past"][..., : self.n_targets], batch["y"])
+            lags = torch.cat([lags, torch.ones_like(lags[:, :1])], dim=1)  # [N, L+1]
+            gram += lags.t() @ lags
+            cross += lags.t() @ future
+            rows += lags.size(0)
+        if rows == 0:
+            raise ModelError("model.skip_start: ridge found no training windows to fit on; check the split")
+        penalty = torch.full((width,), float(alpha), dtype=torch.float64)
+        penalty[-1] = 0.0  # the intercept is not shrunk, as in scikit-learn's Ridge
+        solution = torch.linalg.solve(gram + torch.diag(penalty), cross)  # [L+1, H]
+        self.skip.weight.copy_(solution[:-1].t())
+        self.skip.bias.copy_(solution[-1])
+        nn.init.zeros_(self.decoder.head.weight)
+        nn.init.zeros_(self.decoder.head.bias)
+        return rows
+
+    def _skip_rows(self, targets: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lookback [B, L, T] and future [B, H, T] targets as the skip path sees them, [B*T, L] and [B*T, H] in
+        float64: normalised by the lookback's RevIN statistics when the skip runs inside RevIN; outside it, the
+        series-scaled lags and what the zeroed recurrence leaves of the future (RevIN restores a zero to the
+        lookback's mean)."""
+        targets, y = targets.double(), y.double()
+        if self.revin is not None and not self.skip_outside:
+            stats = self.revin.statistics(targets)
+            targets, y = self.revin.normalise(targets, stats).double(), self.revin.normalise(y, stats).double()
+        elif self.revin is not None:  # a zero recurrence restores to the lookback's mean: the skip fits the rest
+            y = y - targets.mean(dim=1, keepdim=True)
+        return _one_row_per_target(targets).squeeze(-1), _one_row_per_target(y).squeeze(-1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Rename the keys of weights saved before the encoder and decoder were parts of their own, so that older
@@ -192,7 +249,8 @@ class RecurrentForecaster(nn.Module):
         """One line for logs: 'gru seq2seq (2x64, bidirectional, attention, RevIN), Q=3: 52,417 parameters'."""
         flags = {"bidirectional": self.bidirectional, "attention": self.attention,
                  "channel-independent": self.channel_independent, "RevIN": self.revin is not None,
-                 "linear skip": self.skip is not None}
+                 "linear skip": self.skip is not None and not self.skip_outside,
+                 "linear skip from the ridge fit": self.skip_outside}
         flags[f"segments of {self.segment_length}"] = self.strategy == "segment"
         options = ", ".join([f"{self.num_layers}x{self.hidden_size}", *(name for name, on in flags.items() if on)])
         n_parameters = sum(p.numel() for p in self.parameters())

@@ -106,22 +106,25 @@ def read_checkpoint_identity(path: Path) -> dict[str, Any] | None:
 class BestWeights(pl.Callback):
     """Keep the weights of the epoch with the lowest validation loss; restore them when fit ends.
 
-    Early stopping stops *after* the best epoch, so without this the model would keep the last weights.
+    Early stopping stops *after* the best epoch, so without this the model would keep the last weights. With
+    `score_start`, the validation pass before the first epoch (Lightning's sanity check, run over the whole split)
+    counts too, as epoch -1: the weights training started from are kept when no epoch beats them.
     """
 
-    def __init__(self, monitor: str = "val/loss"):
+    def __init__(self, monitor: str = "val/loss", score_start: bool = False):
         self.monitor = monitor
+        self.score_start = score_start
         self.best_score = math.inf
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking and not self.score_start:
             return
         score = trainer.callback_metrics.get(self.monitor)
         if score is not None and float(score) < self.best_score:
             self.best_score = float(score)
-            self.best_epoch = trainer.current_epoch
+            self.best_epoch = -1 if trainer.sanity_checking else trainer.current_epoch
             self.best_state = copy.deepcopy(pl_module.state_dict())
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

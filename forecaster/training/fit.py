@@ -104,9 +104,15 @@ def fit_network(
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
     validate = len(datamodule.val_dataset) > 0  # none when refitting on every row: the last epoch's weights are kept
     network = network_from_dims(config, datamodule.dims)
+    start = choose_start(config, network, datamodule, label)
+    config = config.with_overrides({"model.skip_start": start})  # as the bundle records it: what was built
+    if config.train.max_epochs == 0 and start != "ridge":
+        raise TrainingError("train.max_epochs: 0 trains nothing, which only a network started at the ridge fit "
+                            "(model.linear_skip: true, model.skip_start: ridge) may do; raise train.max_epochs")
+    start_scored = start == "ridge" and validate and not resume
     bar = config.train.progress and sys.stderr.isatty()  # a bar on a terminal, one line per epoch in a log
     module = build_module(config, network, monitor="val/loss" if validate else "train/loss", step_loss=bar)
-    best = BestWeights()
+    best = BestWeights(score_start=start_scored)
     callbacks = [checkpoint, *extra_callbacks]
     if validate:
         callbacks.insert(0, best)
@@ -133,7 +139,7 @@ def fit_network(
         enable_model_summary=False,
         deterministic=False,
         default_root_dir=str(checkpoint_dir),
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=-1 if start_scored else 0,  # the whole validation split scores the start
     )
     ckpt_path = str(checkpoint.path) if resume else None
     if resume:
@@ -153,6 +159,9 @@ def fit_network(
         if best.best_state is None:
             raise TrainingError("training ended before one validation pass; raise train.max_epochs or check the split")
         module.load_state_dict(best.best_state)  # also after a resume whose later epochs did not improve
+        if best.best_epoch == -1:
+            log.info("%sno epoch beat the ridge start on validation: the network kept it (a linear model on lags, "
+                     "the recurrence at zero)", f"{label}: " if label else "")
     network.eval()
     record = TrainingRecord(
         n_params=sum(p.numel() for p in network.parameters()),
@@ -163,6 +172,67 @@ def fit_network(
         trainer_metrics={key: float(value) for key, value in trainer.callback_metrics.items()},
     )
     return ModelBundle.trained(config, datamodule, "network", network=network, training=record)
+
+
+def choose_start(config: Config, network, datamodule, label: str = "") -> str:
+    """Start `network` as `model.skip_start` asks and return how it started, "zero" or "ridge".
+
+    "ridge" starts it as the `linear` baseline (`RecurrentForecaster.start_at_ridge`). "auto" does so only when that
+    start beats seasonal naive on the validation windows (MAE on the scaled axis; on the training windows when there
+    is no validation split): where a linear model on lags is worse than repeating the last season, as on M4 Weekly's
+    short trending series, a network is better started from zero. The fit is closed-form and deterministic, so a
+    resumed training makes the same choice before its checkpoint's weights replace the start.
+    """
+    wanted = config.model.skip_start if config.model.linear_skip else "zero"
+    if wanted == "zero":
+        return "zero"
+    import torch
+
+    before = {name: value.clone() for name, value in network.state_dict().items()}
+    split = "val" if len(datamodule.val_dataset) > 0 else "train"
+    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws a seed: training's draws stay as they were
+        rows = network.start_at_ridge(datamodule.dataloader("train"))
+        ridge, naive = _start_errors(network, datamodule, split) if wanted == "auto" else (0.0, 0.0)
+    prefix = f"{label}: " if label else ""
+    if wanted == "ridge":
+        log.info("%sstarting at a ridge fit on the lags (%d windows x targets)", prefix, rows)
+        return "ridge"
+    if ridge < naive:
+        log.info("%sstarting at a ridge fit on the lags: its %s MAE %.4f beats seasonal naive's %.4f "
+                 "(model.skip_start: auto)", prefix, split, ridge, naive)
+        return "ridge"
+    network.skip_outside = False
+    network.load_state_dict(before)
+    log.info("%sstarting from zero: a ridge fit on the lags has %s MAE %.4f, no better than seasonal naive's %.4f "
+             "(model.skip_start: auto)", prefix, split, ridge, naive)
+    return "zero"
+
+
+def _start_errors(network, datamodule, split: str) -> tuple[float, float]:
+    """Mean absolute error on the scaled axis over the `split` windows: the network as it stands, and seasonal naive
+    (naive when the lookback holds no whole season)."""
+    import torch
+
+    from forecaster.errors import ConfigError, ModelError
+    from forecaster.models.catalog import make_baseline
+
+    shape = {"lookback": network.lookback, "horizon": network.horizon, "n_targets": network.n_targets}
+    try:
+        naive = make_baseline("seasonal_naive", season_length=datamodule.season_length, **shape)
+    except (ConfigError, ModelError):
+        naive = make_baseline("naive", **shape)
+    errors, count, training = torch.zeros(2, dtype=torch.float64), 0, network.training
+    network.eval()
+    with torch.no_grad():
+        for batch in datamodule.dataloader(split):
+            y = batch["y"]
+            ours = network(batch["x_past"], batch["x_future"])[..., network.point_index]
+            theirs = naive.predict(batch["x_past"], batch["x_future"])
+            errors += torch.stack([(ours - y).abs().sum(), (theirs - y).abs().sum()]).double()
+            count += y.numel()
+    network.train(training)
+    ridge, naive_error = (errors / max(count, 1)).tolist()
+    return ridge, naive_error
 
 
 # What a training learns from; other sections (tracking, predict, monitor, ...) may change between runs.
