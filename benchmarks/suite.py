@@ -155,13 +155,17 @@ NEEDS_SHARED = {"etth1-ot": "ETT-small/ETTh1.csv", "etth1-multi": "ETT-small/ETT
 
 # -- one dataset: init, compare, the table's rows ----------------------------------------------------------
 
-def run_dataset(name: str, folder: Path, quick: bool, overrides: dict, lookback_scale: float = 1.0) -> list[dict]:
+def run_dataset(name: str, folder: Path, quick: bool, overrides: dict, lookback_scale: float = 1.0,
+                before_test: bool = False) -> list[dict]:
     from forecaster.config import load_config
     from forecaster_pipelines import compare, init
 
     folder.mkdir(parents=True, exist_ok=True)
     data, protocol = DATASETS[name](folder, quick)
     written = init.run(data, output=folder / f"{name}.yaml", force=True)
+    if before_test:  # the protocol's test rows are cut off, unread: init and compare run on what lies before them
+        cut_test_rows(data, load_config(written.config_path, overrides=protocol))
+        written = init.run(data, output=folder / f"{name}.yaml", force=True)
     if lookback_scale != 1.0:  # init's lookback times a factor, for a search in whole seasons across frequencies
         protocol = {**protocol, "window.lookback": round(written.lookback * lookback_scale)}
     config = load_config(written.config_path, overrides={
@@ -184,6 +188,26 @@ def run_dataset(name: str, folder: Path, quick: bool, overrides: dict, lookback_
     log.info("%s: champion %s; compare took %.0f s", name, result.winner if result.registered_version else "none",
              seconds)
     return rows
+
+
+def cut_test_rows(data: Path, config) -> None:
+    """Rewrite `data` without each series' test rows (from its validation end on, as `config.split` places them),
+    so that a choice made on the rest, scored on its own inner test split, never reads the protocol's test split."""
+    from forecaster.data.datamodule import ForecastDataModule
+
+    datamodule = ForecastDataModule(config)
+    datamodule.setup()
+    keep = dict(zip(datamodule.panel.series_ids, datamodule.borders.val_end.tolist()))
+    frame = pd.read_csv(data)
+    key = config.data.series_id
+    groups = frame.groupby(key, sort=False) if key else [(datamodule.panel.series_ids[0], frame)]
+    parts = []
+    for series, rows in groups:
+        if len(rows) != datamodule.panel.lengths[datamodule.panel.series_ids.index(str(series))]:
+            raise SystemExit(f"{data}: series {series} has gaps; --before-test cuts by row count")
+        parts.append(rows.iloc[: keep[str(series)]])
+    pd.concat(parts).to_csv(data, index=False)
+    log.info("%s: the test rows cut off (%d of %d rows kept)", data.name, sum(map(len, parts)), len(frame))
 
 
 def m4_owa(result, data: Path) -> dict[str, float]:
@@ -220,6 +244,8 @@ def main() -> None:
     parser.add_argument("--lookback-scale", type=float, default=1.0,
                         help="multiply the lookback init chose (2: two weeks of hourly data instead of one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--before-test", action="store_true",
+                        help="cut each series' test rows off first: choose on the rest, its own test split inner")
     args = parser.parse_args()
     from forecaster.config import parse_overrides
 
@@ -233,7 +259,7 @@ def main() -> None:
             skipped.append(name)
             log.info("%s: skipped, %s is absent (see ../shared/data/README.md)", name, SHARED_DATA / NEEDS_SHARED[name])
             continue
-        rows += run_dataset(name, work / name, args.quick, overrides, args.lookback_scale)
+        rows += run_dataset(name, work / name, args.quick, overrides, args.lookback_scale, args.before_test)
     command = "python benchmarks/suite.py " + " ".join(sys.argv[1:])
     print(write_results(args.name, rows, COLUMNS, command, extra={"skipped": skipped, "quick": args.quick}))
 

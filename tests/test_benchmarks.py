@@ -195,3 +195,27 @@ def test_the_suite_runs_init_and_compare_with_defaults_on_a_panel_of_known_struc
     # which find the cycles from the data, beat seasonal naive on the validation split.
     assert by_model["seasonal_naive"]["val_mase"] < by_model["naive"]["val_mase"]
     assert min(by_model["ets"]["val_mase"], by_model["theta"]["val_mase"]) < by_model["seasonal_naive"]["val_mase"]
+
+
+def test_the_suite_before_its_test_split_cuts_each_series_where_its_test_rows_begin(tmp_path):
+    """`suite.py --before-test` makes choices on the rows before the protocol's test split: the file it rewrites
+    must end, per series, exactly where `split` puts the test rows, and keep everything before."""
+    import pandas as pd
+    import suite
+
+    from forecaster.config import load_config
+    from forecaster.data.datamodule import ForecastDataModule
+    from forecaster_pipelines import init
+
+    data, protocol = suite.DATASETS["synthetic-shifts"](tmp_path, True)
+    before = pd.read_csv(data)
+    config = load_config(init.run(data, output=tmp_path / "c.yaml", force=True).config_path, overrides=protocol)
+    datamodule = ForecastDataModule(config)
+    datamodule.setup()
+    suite.cut_test_rows(data, config)
+    after = pd.read_csv(data)
+    key = config.data.series_id
+    for series, val_end in zip(datamodule.panel.series_ids, datamodule.borders.val_end):
+        kept, was = after[after[key].astype(str) == series], before[before[key].astype(str) == series]
+        assert 0 < len(kept) == val_end < len(was)
+        pd.testing.assert_frame_equal(kept.reset_index(drop=True), was.iloc[:val_end].reset_index(drop=True))
