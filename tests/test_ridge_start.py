@@ -59,15 +59,20 @@ def test_without_the_ridge_start_zero_epochs_are_refused(tmp_path):
         fit_network(config, prepare_data(config), tmp_path / "ckpt")
 
 
-def test_the_start_is_kept_when_no_epoch_beats_it(tmp_path):
+def test_the_start_is_kept_when_no_epoch_beats_it(tmp_path, caplog):
     """A learning rate far past stability makes every epoch worse than the ridge start: the best weights must
     be the start (epoch -1), not the least bad epoch."""
     config = panel_config(tmp_path, **{"train.lr": 5.0, "train.gradient_clip_val": None})
     datamodule = prepare_data(config)
-    trained = fit_network(config, datamodule, tmp_path / "ckpt")
+    with caplog.at_level("INFO", logger="forecaster"):
+        trained = fit_network(config, datamodule, tmp_path / "ckpt")
     start = fit_network(config.with_overrides({"train.max_epochs": 0}), datamodule, tmp_path / "ckpt0")
     assert trained.training.epochs_run == 2
     assert trained.training.best_epoch == -1
+    lines = [r.getMessage() for r in caplog.records if r.name == "forecaster.training"]
+    assert lines[0].startswith("start: val_loss") and len(lines) == 3  # the start, then one line per epoch
+    assert not any("(best)" in line for line in lines[1:])  # no epoch beat the start: none is marked best
+    assert "no epoch beat the ridge start" in caplog.text
     np.testing.assert_array_equal(val_forecasts(trained, datamodule).pred, val_forecasts(start, datamodule).pred)
     # a refit then trains no epoch either: the kept model is the start, fitted on every row
     assert _refit_config(config, type("Selected", (), {"best_epoch": -1})()).train.max_epochs == 0

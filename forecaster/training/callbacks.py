@@ -157,6 +157,16 @@ class EpochLines(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The validation pass before the first epoch runs only to score a start worth keeping (`BestWeights`'s
+        `score_start`): its line comes first, and an epoch is `(best)` only when it beats it."""
+        val = trainer.callback_metrics.get("val/loss")
+        if not trainer.sanity_checking or val is None or not trainer.is_global_zero:
+            return
+        self._best = float(val)
+        self.logger.info("%sstart: val_loss %.4f (before any epoch; kept unless an epoch beats it)", self.label,
+                         float(val))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
