@@ -213,6 +213,24 @@ def test_resume_with_other_config_values_is_refused_naming_the_keys(tmp_path):
     assert "train.lr" in str(error.value) and "train.max_epochs" not in str(error.value).split("(only")[0]
 
 
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_while_the_key_keeps_its_default(tmp_path):
+    """A release that adds a key (`model.skip_start`) must not strand a training its predecessor checkpointed: the
+    missing key counts as its default. A missing key set to anything else is still a difference."""
+    config = sine_config(tmp_path, **{"train.max_epochs": 1})
+    fit_network(config, prepare_data(config), tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    state = next(value for key, value in checkpoint["callbacks"].items() if key.startswith("EpochCheckpoint"))
+    del state["identity"]["config"]["model.skip_start"]  # as an older release wrote it
+    torch.save(checkpoint, path)
+    longer = config.with_overrides({"train.max_epochs": 2})
+    resumed = fit_network(longer, prepare_data(longer), tmp_path / "ckpt", resume=True)
+    assert resumed.training.epochs_run == 2
+    ridge = longer.with_overrides({"model.linear_skip": True, "model.skip_start": "ridge"})
+    with pytest.raises(TrainingError, match=r"model.skip_start \('zero' -> 'ridge'\)"):
+        fit_network(ridge, prepare_data(ridge), tmp_path / "ckpt", resume=True)
+
+
 def test_training_without_validation_rows_keeps_the_last_epoch(tmp_path):
     from forecaster.data.splits import Borders
 

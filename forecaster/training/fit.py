@@ -292,9 +292,24 @@ def latest_resumable(config: Config, folder: Path) -> tuple[Path, dict]:
 
 
 def config_differences(before: dict, now: dict) -> str:
-    """'key (old -> new), ...' over the keys whose values differ; empty when none do."""
-    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
-    return ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in changed)
+    """'key (old -> new), ...' over the keys whose values differ; empty when none do. A key one side lacks counts
+    as its default, so that a checkpoint written before a release added a key resumes while that key keeps it."""
+    def value(side: dict, key: str):
+        return side[key] if key in side else _default(key)
+
+    changed = sorted(key for key in before.keys() | now.keys() if value(before, key) != value(now, key))
+    return ", ".join(f"{key} ({value(before, key)!r} -> {value(now, key)!r})" for key in changed)
+
+
+def _default(key: str):
+    """The default of the flat config key `key` ("model.skip_start"), as a checkpoint's identity stores values;
+    None for a key no section has."""
+    section, _, name = key.partition(".")
+    field = Config.model_fields.get(section)
+    fields = getattr(field.annotation, "model_fields", {}) if field is not None else {}
+    if name not in fields:
+        return None
+    return json.loads(json.dumps(fields[name].get_default(call_default_factory=True), default=str))
 
 
 def fit_model(config: Config, datamodule, kind: str, checkpoint_dir: Path, logger=None, resume=False,
