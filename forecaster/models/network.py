@@ -208,15 +208,11 @@ class RecurrentForecaster(nn.Module):
         return rows
 
     def _skip_rows(self, targets: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lookback [B, L, T] and future [B, H, T] targets as the skip path sees them, [B*T, L] and [B*T, H] in
-        float64: normalised by the lookback's RevIN statistics when the skip runs inside RevIN; outside it, the
-        series-scaled lags and what the zeroed recurrence leaves of the future (RevIN restores a zero to the
-        lookback's mean)."""
+        """Lookback [B, L, T] and future [B, H, T] targets as the skip path outside RevIN fits them, [B*T, L] and
+        [B*T, H] in float64: the series-scaled lags, and what the zeroed recurrence leaves of the future (RevIN
+        restores a zero to the lookback's mean)."""
         targets, y = targets.double(), y.double()
-        if self.revin is not None and not self.skip_outside:
-            stats = self.revin.statistics(targets)
-            targets, y = self.revin.normalise(targets, stats).double(), self.revin.normalise(y, stats).double()
-        elif self.revin is not None:  # a zero recurrence restores to the lookback's mean: the skip fits the rest
+        if self.revin is not None:
             y = y - targets.mean(dim=1, keepdim=True)
         return _one_row_per_target(targets).squeeze(-1), _one_row_per_target(y).squeeze(-1)
 

@@ -188,15 +188,15 @@ def choose_start(config: Config, network, datamodule, label: str = "") -> str:
         return "zero"
     import torch
 
+    prefix = f"{label}: " if label else ""
     before = {name: value.clone() for name, value in network.state_dict().items()}
     split = "val" if len(datamodule.val_dataset) > 0 else "train"
     with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws a seed: training's draws stay as they were
         rows = network.start_at_ridge(datamodule.dataloader("train"))
-        ridge, naive = _start_errors(network, datamodule, split) if wanted == "auto" else (0.0, 0.0)
-    prefix = f"{label}: " if label else ""
-    if wanted == "ridge":
-        log.info("%sstarting at a ridge fit on the lags (%d windows x targets)", prefix, rows)
-        return "ridge"
+        if wanted == "ridge":
+            log.info("%sstarting at a ridge fit on the lags (%d windows x targets)", prefix, rows)
+            return "ridge"
+        ridge, naive = _start_errors(network, datamodule, split)
     if ridge < naive:
         log.info("%sstarting at a ridge fit on the lags: its %s MAE %.4f beats seasonal naive's %.4f "
                  "(model.skip_start: auto)", prefix, split, ridge, naive)
