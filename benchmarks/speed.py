@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -83,11 +84,11 @@ def lstm_flops_per_window(lookback: int, n_inputs: int, hidden: int, layers: int
     return float(lookback * per_step)
 
 
-def gemm_gflops(batch: int, hidden: int, repeats: int = 2000) -> float:
+def gemm_gflops(batch: int, hidden: int, repeats: int = 2000, dtype: torch.dtype = torch.float32) -> float:
     """This CPU's GFLOP/s on the LSTM step's own product, [B x 2H] @ [2H x 4H], back to back: what the
-    recurrence could reach if nothing but its matrix products ran."""
-    a, b = torch.randn(batch, 2 * hidden), torch.randn(2 * hidden, 4 * hidden)
-    out = torch.empty(batch, 4 * hidden)
+    recurrence could reach if nothing but its matrix products ran (in `dtype`)."""
+    a, b = torch.randn(batch, 2 * hidden, dtype=dtype), torch.randn(2 * hidden, 4 * hidden, dtype=dtype)
+    out = torch.empty(batch, 4 * hidden, dtype=dtype)
     for _ in range(50):
         torch.mm(a, b, out=out)
     started = time.perf_counter()
@@ -187,8 +188,10 @@ def main() -> None:
     shared_data("ETT-small/ETTh1.csv")
     threads = set_threads(args.threads)
 
+    from forecaster.inference import choose_precision
     from forecaster.runtime import set_allocator
     from forecaster.models.network import network_from_dims
+    from forecaster.training.precision import training_precision
     from pipelines.train import prepare_data
 
     config = load_config(ROOT / "configs" / "etth1-ot.yaml", overrides=REFERENCE)
@@ -221,17 +224,25 @@ def main() -> None:
         torch.set_flush_denormal(False)
     # Kernel and pipeline alternate, so that a burst of load elsewhere on a noisy machine hits both; the medians
     # of the repeats and their ratio are the result.
-    kernel_rates, pipe_rates, fitted = [], [], None
+    # The third in each round: `train.precision: auto`, what `init` writes and the shipped configs carry.
+    auto_config = config.with_overrides({"train.precision": "auto"})
+    auto_precision, auto_why = training_precision(auto_config)
+    kernel_rates, pipe_rates, auto_rates, fitted = [], [], [], None
     for _ in range(args.repeats):
         kernel_rates.append(n_train / kernel_train(fresh(), train_batches))
         seconds, windows, fitted = pipeline_train(config, datamodule, args.epochs)
         pipe_rates.append(windows / seconds)
+        seconds, windows, _ = pipeline_train(auto_config, datamodule, args.epochs)
+        auto_rates.append(windows / seconds)
     kernel_rate = statistics.median(kernel_rates)
     pipe_rate = statistics.median(pipe_rates)
+    auto_rate = statistics.median(auto_rates)
     repeats = f"median of {args.repeats} interleaved with the pipeline's, tuned allocator"
     add("kernel train", "train", n_train / kernel_rate, n_train, 64, repeats, kernel_rate)
     add("pipeline train (fit_network)", "train", n_train / pipe_rate, n_train, 64,
         repeats.replace("pipeline's", "kernel's"), kernel_rate)
+    add("pipeline train (fit_network)", "train", n_train / auto_rate, n_train, 64,
+        f"train.precision auto: {auto_precision}; {repeats.replace('the pipeline', 'the others')}", kernel_rate)
     ratio = pipe_rate / kernel_rate
     overhead_train = kernel_rate / pipe_rate - 1
     profile_path = None
@@ -271,6 +282,14 @@ def main() -> None:
         seconds, windows = pipeline_predict(fitted.predictor, datamodule, size)
         pipe_predict[size] = add("pipeline predict (forecast_windows)", "predict", seconds, windows, size, "",
                                  predict_base)
+    # What `forecaster predict` computes in by default (predict.precision: auto), checked on the model's examples
+    choice = choose_precision(fitted.predictor, test_sets[64][0])
+    auto_predictor = replace(fitted.predictor, precision=choice.precision)
+    for size in (64, 1024):
+        seconds, windows = pipeline_predict(auto_predictor, datamodule, size)
+        pipe_predict[f"auto-{size}"] = add("pipeline predict (forecast_windows)", "predict", seconds, windows, size,
+                                           f"predict.precision auto: {choice.precision} ({choice.reason})",
+                                           predict_base)
 
     if not args.skip_bf16:
         try:
@@ -293,10 +312,17 @@ def main() -> None:
     flops = 3 * lstm_flops_per_window(REFERENCE["window.lookback"], dims_inputs(dims), hidden,
                                       REFERENCE["model.num_layers"])
     ceiling = gemm_gflops(REFERENCE["train.batch_size"], hidden)
+    ceiling_bf16 = gemm_gflops(REFERENCE["train.batch_size"], hidden, dtype=torch.bfloat16)
     extra = {"threads": threads, "reference": REFERENCE, "train_windows_per_epoch": n_train,
              "train_mflop_per_window": round(flops / 1e6, 1),
              "kernel_train_gflops": round(kernel_rate * flops / 1e9, 1), "gemm_gflops_step_shape": round(ceiling, 1),
              "windows_per_s_at_gemm_rate": round(ceiling * 1e9 / flops),
+             "gemm_gflops_step_shape_bf16": round(ceiling_bf16, 1),
+             "kernel_train_share_of_gemm": round(kernel_rate * flops / 1e9 / ceiling, 3),
+             "pipeline_train_auto_precision": auto_precision, "pipeline_train_auto_reason": auto_why,
+             "pipeline_train_auto_repeats": [round(r) for r in auto_rates],
+             "pipeline_train_auto_share_of_gemm": round(auto_rate * flops / 1e9 / ceiling, 3),
+             "predict_auto_precision": choice.record(),
              "test_windows": n_test, "pipeline_train_overhead": round(overhead_train, 3),
              "pipeline_kernel_ratio": round(ratio, 3), "kernel_train_repeats": [round(r) for r in kernel_rates],
              "pipeline_train_repeats": [round(r) for r in pipe_rates],
@@ -305,8 +331,12 @@ def main() -> None:
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     notes = (f"A training window costs about {flops / 1e6:.1f} MFLOP (forward x 3); the bare kernel ran at "
              f"{extra['kernel_train_gflops']} GFLOP/s, and this CPU multiplies the step's matrices at "
-             f"{extra['gemm_gflops_step_shape']} GFLOP/s back to back: {extra['windows_per_s_at_gemm_rate']:,} "
-             f"windows/s if the step were nothing but its matrix products. "
+             f"{extra['gemm_gflops_step_shape']} GFLOP/s back to back (bfloat16: "
+             f"{extra['gemm_gflops_step_shape_bf16']}): {extra['windows_per_s_at_gemm_rate']:,} "
+             f"windows/s if the step were nothing but its float32 matrix products. The float32 kernel ran at "
+             f"{extra['kernel_train_share_of_gemm']:.0%} of that rate; the pipeline with train.precision auto "
+             f"({auto_precision}) at {extra['pipeline_train_auto_share_of_gemm']:.0%} "
+             f"(median of {[round(r) for r in auto_rates]} windows/s). "
              f"Pipeline training runs at {ratio:.3f} of the bare kernel's rate (medians of {args.repeats} interleaved "
              f"repeats: kernel {[round(r) for r in kernel_rates]}, pipeline {[round(r) for r in pipe_rates]} "
              f"windows/s), {overhead_train:.1%} added time; the loop itself costs {loop_ms:.2f} ms a step (tiny network, "

@@ -242,6 +242,8 @@ def render_config(profile: TableProfile, plan: WindowPlan, missing: str, name: s
         ("batch_size", 64, ""),
         ("lr", 0.001, ""),
         ("patience", 3, "stop after 3 epochs without a better validation loss"),
+        ("precision", "auto", "bfloat16 autocast where it trains faster here (an LSTM with the direct strategy on a "
+                              "CPU with native bfloat16: 1.2x), float32 otherwise; the saved model records which"),
     ]
     sections = {
         "data": data, "window": window, "split": split, "model": model, "train": train,

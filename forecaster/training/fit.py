@@ -1,7 +1,8 @@
 """Fit one model on a prepared data module, a recurrent network through a Lightning Trainer or a baseline, and
 return it as the trained model (`forecaster.bundle.ModelBundle`, with its `TrainingRecord`).
 
-`train.accelerator`, `devices`, `strategy`, `num_nodes` and `precision` go to the Trainer as they are, so
+`train.accelerator`, `devices`, `strategy`, `num_nodes` and `precision` go to the Trainer as they are (`precision:
+auto` first resolved for this machine, `forecaster.training.precision`), so
 Lightning's own strategies (`ddp` on CPUs with gloo, on GPUs with NCCL) train one model across processes and
 machines; `global_rank()` tells a process which one it is before the Trainer exists.
 """
@@ -87,6 +88,7 @@ def fit_network(
 
     from forecaster.runtime import set_allocator, set_threads
     from forecaster.training.callbacks import BestWeights, EpochCheckpoint, EpochLines, TimeLimit
+    from forecaster.training.precision import training_precision
 
     if any(word in config.train.strategy for word in ("spawn", "fork", "notebook")):
         raise TrainingError(f"train.strategy={config.train.strategy}: rank zero would train in a child process "
@@ -105,7 +107,11 @@ def fit_network(
     validate = len(datamodule.val_dataset) > 0  # none when refitting on every row: the last epoch's weights are kept
     network = network_from_dims(config, datamodule.dims)
     start = choose_start(config, network, datamodule, label)
-    config = config.with_overrides({"model.skip_start": start})  # as the bundle records it: what was built
+    precision, why = training_precision(config)
+    if config.train.precision == "auto":
+        log.info("%straining in %s (%s)", f"{label}: " if label else "", precision, why)
+    # as the bundle records them: what was built and how it trained
+    config = config.with_overrides({"model.skip_start": start, "train.precision": precision})
     if config.train.max_epochs == 0 and start != "ridge":
         raise TrainingError("train.max_epochs: 0 trains nothing, which only a network started at the ridge fit "
                             "(model.linear_skip: true, model.skip_start: ridge) may do; raise train.max_epochs")
