@@ -242,7 +242,8 @@ def main() -> None:
     add("pipeline train (fit_network)", "train", n_train / pipe_rate, n_train, 64,
         repeats.replace("pipeline's", "kernel's"), kernel_rate)
     add("pipeline train (fit_network)", "train", n_train / auto_rate, n_train, 64,
-        f"train.precision auto: {auto_precision}; {repeats.replace('the pipeline', 'the others')}", kernel_rate)
+        f"train.precision auto: {auto_precision}; median of {args.repeats} interleaved with the kernel's and the "
+        f"float32 pipeline's, tuned allocator", kernel_rate)
     ratio = pipe_rate / kernel_rate
     overhead_train = kernel_rate / pipe_rate - 1
     profile_path = None

@@ -5,9 +5,11 @@ bfloat16 under autocast) where that was measured faster, and in `32-true` everyw
 
 - on a CPU that computes bfloat16 natively (AVX512-BF16 or AMX, `forecaster.inference.native_bf16`);
 - for the networks whose whole recurrence is one fused oneDNN call (`BF16_MODELS`): the LSTM (torch runs only the
-  LSTM through oneDNN's RNN primitive on a CPU) with the direct strategy. There bfloat16 autocast trained 1.2x
-  faster; `rnn` and `gru`, the other strategies' step-by-step decoders and our own cells ran 5-35 % slower, the
-  casts costing more than the products gained (`benchmarks/train_precision.py`, README Results);
+  LSTM through oneDNN's RNN primitive on a CPU) with the direct strategy, where bfloat16 autocast trained 1.27x
+  faster. `rnn` and `gru` (torch's own step loop), the decoders that step through the horizon and our own cells
+  mostly ran slower (0.56-0.97x), the casts costing more than the products gained; the two rows above 1, LSTM
+  seq2seq (1.12x) and mLSTM segment (1.09x), were not kept: LSTM seq2seq ran at 0.95x in an earlier run
+  (`benchmarks/train_precision.py`, README Results);
 - in one process: the ranks of a distributed training must agree, and GPUs were not measured here.
 
 The networks trained in bfloat16 reached the validation error float32's did (README Results, "Training in
