@@ -87,6 +87,34 @@ def test_kill_9_mid_training_then_resume_ends_with_the_weights_of_an_uninterrupt
     assert resumed["mse"] == pytest.approx(whole["mse"], rel=1e-6)
 
 
+def test_kill_9_after_a_ridge_start_no_epoch_beat_keeps_that_start_through_the_resume(tmp_path):
+    """A network started at the ridge fit whose epochs all do worse (a learning rate far past stability): the start
+    scored before the first epoch is the best weights. Killed mid-way and resumed, the training must still end on
+    that start, as the uninterrupted one does, and not on the least bad epoch after the resume."""
+    ridge = {"model.linear_skip": True, "model.skip_start": "ridge", "train.lr": 5.0,
+             "train.gradient_clip_val": None}
+
+    def write(name):
+        path, config = write_config(tmp_path, name)
+        config = config.with_overrides(ridge)
+        path.write_text(dump_config(config))
+        return path, config
+
+    whole_path, whole_config = write("whole")
+    whole = run_to_end("train", str(whole_path))
+    path, config = write("killed")
+    process = start_cli("train", str(path))
+    epoch = interrupt_after_two_epochs(process, config, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL and epoch < EPOCHS - 1, "the kill came after the training ended"
+
+    resumed = run_to_end("train", str(path), "--resume")
+    assert whole["best_epoch"] == resumed["best_epoch"] == -1
+    expected, got = weights(whole_config, whole), weights(config, resumed)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    assert resumed["mse"] == pytest.approx(whole["mse"], rel=1e-6)
+
+
 def test_sigterm_exits_143_marks_the_run_killed_and_resume_finishes_that_same_run(tmp_path):
     path, config = write_config(tmp_path, "terminated")
     process = start_cli("train", str(path))
