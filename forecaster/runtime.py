@@ -72,6 +72,19 @@ def set_threads(threads: int | str | None, level: int = logging.INFO) -> int | N
     return int(threads)
 
 
+def trains_on_cpu(accelerator: str) -> bool:
+    """Whether Lightning trains on the CPU for `train.accelerator`: `cpu`, or `auto` on a machine with no GPU that
+    `auto` would pick (CUDA, or Apple's MPS)."""
+    if accelerator == "cpu":
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
+
+
 def choose_threads(share: int = 1, sample_s: float = 0.2) -> tuple[int, str]:
     """(threads, why): the cores this process may use less those other work keeps busy, rounded, divided by
     `share` (processes that start together, as `tune --jobs` workers do); at least 1, never more than allowed."""

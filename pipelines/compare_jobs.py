@@ -29,7 +29,7 @@ def plan(config: Config, networks: int) -> tuple[int, int | None, str]:
     """(worker processes, torch threads each, why) for `networks` trainings; (1, None, why) means one after another
     in this process. `compare.jobs: auto` takes one worker per free core (`runtime.choose_threads`), on the CPU
     only, and none without a second network to train beside the first."""
-    from forecaster.runtime import choose_threads
+    from forecaster.runtime import choose_threads, trains_on_cpu
 
     if config.compare.time_budget is not None:
         return 1, None, "compare.time_budget shares its time out one candidate after another"
@@ -41,12 +41,8 @@ def plan(config: Config, networks: int) -> tuple[int, int | None, str]:
         jobs = min(config.compare.jobs, networks)
         return jobs, config.train.threads, (f"compare.jobs={config.compare.jobs}: {jobs} worker processes, "
                                             f"{config.train.threads} thread(s) each (train.threads)")
-    if config.compare.jobs == "auto":
-        import torch
-
-        if config.train.accelerator not in ("auto", "cpu") or (
-                config.train.accelerator == "auto" and torch.cuda.is_available()):
-            return 1, None, "compare.jobs: auto trains side by side on the CPU only"
+    if config.compare.jobs == "auto" and not trains_on_cpu(config.train.accelerator):
+        return 1, None, "compare.jobs: auto trains side by side on the CPU only"
     free, why = choose_threads()
     jobs = min(free if config.compare.jobs == "auto" else config.compare.jobs, networks)
     if jobs < 2:

@@ -19,9 +19,8 @@ the same precision; the saved model's config records what was used. Any other va
 
 from __future__ import annotations
 
-import torch
-
 from forecaster.config import Config
+from forecaster.runtime import trains_on_cpu
 
 BF16_MODELS = frozenset({("lstm", "direct")})  # (model.cell, model.strategy): one oneDNN RNN call end to end
 
@@ -34,7 +33,7 @@ def training_precision(config: Config) -> tuple[str, str]:
     if wanted != "auto":
         return wanted, "train.precision"
     train = config.train
-    if train.accelerator not in ("auto", "cpu") or (train.accelerator == "auto" and _accelerator_present()):
+    if not trains_on_cpu(train.accelerator):
         return "32-true", "auto: float32 off the CPU, where bfloat16 training was not measured"
     if train.num_nodes > 1 or train.strategy != "auto" or train.devices not in (1, "1", "auto"):
         return "32-true", "auto: float32 for a distributed training"
@@ -46,7 +45,3 @@ def training_precision(config: Config) -> tuple[str, str]:
         return "32-true", "auto: float32, this CPU has no native bfloat16"
     return "bf16-mixed", f"auto: bfloat16 autocast, {model.cell} with the {model.strategy} strategy on a CPU with " \
                          "native bfloat16"
-
-
-def _accelerator_present() -> bool:
-    return torch.cuda.is_available() or bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
