@@ -80,10 +80,10 @@ def main() -> None:
             print(json.dumps({"round": round_, "threads": threads,
                               **{k: round(v, 3 if "efficiency" in k else 1) for k, v in values.items()}}), flush=True)
     rows = []
-    for threads, measures in samples.items():
-        kernel, gemm = measures["kernel"], measures["gemm"]
+    for threads, by_measure in samples.items():
+        kernel, gemm = by_measure["kernel"], by_measure["gemm"]
         correlation = statistics.correlation(kernel, gemm) if len(kernel) > 2 else float("nan")
-        for measure, values in measures.items():
+        for measure, values in by_measure.items():
             mean = statistics.fmean(values)
             rows.append({"threads": threads, "measure": NAMES[measure],
                          "mean": round(mean, 3 if "efficiency" in measure else 1),

@@ -198,12 +198,13 @@ def cut_test_rows(data: Path, config) -> None:
     datamodule = ForecastDataModule(config)
     datamodule.setup()
     keep = dict(zip(datamodule.panel.series_ids, datamodule.borders.val_end.tolist()))
+    lengths = dict(zip(datamodule.panel.series_ids, datamodule.panel.lengths))
     frame = pd.read_csv(data)
     key = config.data.series_id
     groups = frame.groupby(key, sort=False) if key else [(datamodule.panel.series_ids[0], frame)]
     parts = []
     for series, rows in groups:
-        if len(rows) != datamodule.panel.lengths[datamodule.panel.series_ids.index(str(series))]:
+        if len(rows) != lengths[str(series)]:
             raise SystemExit(f"{data}: series {series} has gaps; --before-test cuts by row count")
         parts.append(rows.iloc[: keep[str(series)]])
     pd.concat(parts).to_csv(data, index=False)

@@ -111,9 +111,9 @@ def main() -> None:
                     network = network_from_dims(config, datamodule.dims)
                     rates[autocast].append(windows / kernel_train(network, batches, autocast=autocast))
             fp32, bf16 = statistics.median(rates[False]), statistics.median(rates[True])
+            auto = "bf16-mixed" if (cell, strategy) in BF16_MODELS else "32-true"
             rows.append({"cell": cell, "strategy": strategy, "fp32_per_s": round(fp32), "bf16_per_s": round(bf16),
-                         "speedup": round(bf16 / fp32, 2), "auto": "bf16-mixed" if (cell, strategy) in BF16_MODELS else "32-true",
-                         "threads": threads, "batch": 64})
+                         "speedup": round(bf16 / fp32, 2), "auto": auto, "threads": threads, "batch": 64})
             print(rows[-1], flush=True)
     command = "python benchmarks/train_precision.py " + " ".join(sys.argv[1:])
     note = (f"Bare training step (forward, MSE, backward, clip, AdamW) over {args.batches} pre-built batches of 64 "

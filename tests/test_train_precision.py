@@ -1,5 +1,6 @@
-"""`train.precision: auto`: bfloat16 autocast only for the LSTM whose whole recurrence is one oneDNN call (direct strategy), on a CPU that computes bfloat16 natively,
-float32 everywhere else; the saved model records what it trained in."""
+"""`train.precision: auto`: bfloat16 autocast only for the LSTM whose whole recurrence is one oneDNN call (direct
+strategy), on a CPU that computes bfloat16 natively, float32 everywhere else; the saved model records what it
+trained in."""
 
 import logging
 import math

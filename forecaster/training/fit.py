@@ -107,9 +107,10 @@ def fit_network(
     validate = len(datamodule.val_dataset) > 0  # none when refitting on every row: the last epoch's weights are kept
     network = network_from_dims(config, datamodule.dims)
     start = choose_start(config, network, datamodule, label)
+    prefix = f"{label}: " if label else ""  # of this training's log lines
     precision, why = training_precision(config)
     if config.train.precision == "auto":
-        log.info("%straining in %s (%s)", f"{label}: " if label else "", precision, why)
+        log.info("%straining in %s (%s)", prefix, precision, why)
     # as the bundle records them: what was built and how it trained
     config = config.with_overrides({"model.skip_start": start, "train.precision": precision})
     if config.train.max_epochs == 0 and start != "ridge":
@@ -167,7 +168,7 @@ def fit_network(
         module.load_state_dict(best.best_state)  # also after a resume whose later epochs did not improve
         if best.best_epoch == -1:
             log.info("%sno epoch beat the ridge start on validation: the network kept it (a linear model on lags, "
-                     "the recurrence at zero)", f"{label}: " if label else "")
+                     "the recurrence at zero)", prefix)
     network.eval()
     record = TrainingRecord(
         n_params=sum(p.numel() for p in network.parameters()),
